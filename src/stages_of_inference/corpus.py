@@ -1,0 +1,183 @@
+"""Corpus sources and seeded, fixed-length token sequences.
+
+Sources (``corpus.source`` in the config):
+
+* ``embedded`` - the English documentation text CPython ships in ``pydoc_data.topics``
+  (~465k characters; present on every Python install, no download);
+* a path to a local ``.txt`` file (documents separated by blank lines) or ``.jsonl`` file
+  (one JSON object per line, text under ``text_field``);
+* ``hf:<dataset name>`` - a Hugging Face dataset, streamed (needs network or a cache).
+
+Every sequence is ``[BOS] + seq_len - 1`` corpus tokens when the tokenizer has a BOS token
+(otherwise ``seq_len`` corpus tokens). Windows are cut from the concatenated token stream
+of the documents (joined by the EOS token when there is one) and drawn with a seeded
+generator; the chosen window offsets are recorded next to the tokens.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CorpusSpec:
+    source: str = "embedded"
+    n_sequences: int = 32
+    seq_len: int = 128
+    seed: int = 0
+    text_field: str = "text"
+    split: str = "train"
+    max_documents: int = 20000
+
+    @classmethod
+    def from_config(cls, entry: dict) -> "CorpusSpec":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(entry) - known
+        if unknown:
+            raise ValueError(f"corpus: unknown keys {sorted(unknown)}; known keys: {sorted(known)}.")
+        spec = cls(**entry)
+        if spec.seq_len < 3:
+            raise ValueError(f"corpus.seq_len is {spec.seq_len}; use at least 3.")
+        if spec.n_sequences < 1:
+            raise ValueError(f"corpus.n_sequences is {spec.n_sequences}; use at least 1.")
+        return spec
+
+
+def embedded_documents() -> list[str]:
+    """The pydoc topic texts, in a fixed (sorted-key) order."""
+    from pydoc_data.topics import topics
+
+    return [topics[key] for key in sorted(topics)]
+
+
+def iter_documents(spec: CorpusSpec) -> Iterator[str]:
+    source = spec.source
+    if source == "embedded":
+        yield from embedded_documents()
+        return
+    if source.startswith("hf:"):
+        from datasets import load_dataset
+
+        name = source[3:]
+        try:
+            dataset = load_dataset(name, split=spec.split, streaming=True)
+        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds
+            raise RuntimeError(
+                f"corpus.source {source!r}: could not stream dataset {name!r} ({exc}). "
+                f"Without network access use a local .txt/.jsonl file or `embedded`."
+            ) from exc
+        for i, row in enumerate(dataset):
+            if i >= spec.max_documents:
+                break
+            yield row[spec.text_field]
+        return
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"corpus.source {source!r} is not `embedded`, `hf:<name>` nor an existing file."
+        )
+    if path.suffix == ".jsonl":
+        with path.open() as handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if spec.text_field not in row:
+                    raise KeyError(
+                        f"{path}:{lineno} has no field {spec.text_field!r}; set corpus.text_field."
+                    )
+                yield row[spec.text_field]
+    elif path.suffix == ".txt":
+        text = path.read_text()
+        for doc in text.split("\n\n"):
+            if doc.strip():
+                yield doc
+    else:
+        raise ValueError(f"corpus.source {source!r}: use a .txt or .jsonl file.")
+
+
+def token_stream(documents: Iterable[str], tokenizer) -> list[int]:
+    """Concatenate the documents' tokens, separated by EOS when the tokenizer has one."""
+    ids: list[int] = []
+    eos = tokenizer.eos_token_id
+    for doc in documents:
+        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+    return ids
+
+
+def sample_sequences(spec: CorpusSpec, tokenizer):
+    """Draw ``n_sequences`` windows; returns ``(tokens [n, seq_len] int64, record dict)``."""
+    import torch
+
+    bos = tokenizer.bos_token_id
+    body = spec.seq_len - (1 if bos is not None else 0)
+    stream = torch.tensor(token_stream(iter_documents(spec), tokenizer), dtype=torch.long)
+    n_windows = len(stream) // body
+    if n_windows < spec.n_sequences:
+        raise ValueError(
+            f"The corpus {spec.source!r} gives {len(stream)} tokens, {n_windows} windows of "
+            f"{body}; corpus.n_sequences={spec.n_sequences} is too many. Lower n_sequences "
+            f"or seq_len, or use a larger corpus."
+        )
+    generator = torch.Generator().manual_seed(spec.seed)
+    windows = torch.randperm(n_windows, generator=generator)[: spec.n_sequences].sort().values
+    starts = windows * body
+    rows = torch.stack([stream[s : s + body] for s in starts.tolist()])
+    if bos is not None:
+        rows = torch.cat([torch.full((len(rows), 1), bos, dtype=torch.long), rows], dim=1)
+    record = {
+        "corpus": asdict(spec),
+        "stream_tokens": len(stream),
+        "window_starts": starts.tolist(),
+        "bos_token_id": bos,
+        "has_bos": bos is not None,
+        "tokenizer": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+    }
+    return rows, record
+
+
+def train_bytelevel_bpe(vocab_size: int = 1024):
+    """A small GPT-2-style byte-level BPE tokenizer trained on the embedded corpus.
+
+    Used by random-weight test models (a small vocabulary keeps them fast) and as the
+    second, byte-level tokenizer in tests.  Deterministic for a given vocab size.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    import os
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    folder = cache / "stages_of_inference" / f"bpe-{vocab_size}"
+    if (folder / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(folder)
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(embedded_documents(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+    # Saved and loaded back: TransformerLens re-loads a tokenizer from its name_or_path,
+    # so it must live in a folder that outlasts this call.
+    fast.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)

@@ -1,0 +1,114 @@
+"""Per-token metrics, batched on the device (FIGURES.md conventions).
+
+KL in nats, entropy in bits. Position t predicts token t+1: ``loss`` and ``correct`` exist
+only where a next token exists; KL, agreement and entropy exist at every scored position.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LN2 = math.log(2.0)
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def entropy_bits(lp: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of the distribution with log-probabilities ``lp`` (last dim)."""
+    return -(lp.exp() * lp).sum(-1) / LN2
+
+
+def kl_nats(lp_p: torch.Tensor, lp_q: torch.Tensor) -> torch.Tensor:
+    """KL(P || Q) in nats from log-probabilities."""
+    return (lp_p.exp() * (lp_p - lp_q)).sum(-1)
+
+
+@dataclass
+class Reference:
+    """What every comparison needs from the unmodified model's logits, computed once."""
+
+    lp: torch.Tensor  # [B, T, V] log-probs
+    p: torch.Tensor  # [B, T, V] probs
+    neg_entropy_nats: torch.Tensor  # [B, T] sum p log p
+    argmax: torch.Tensor  # [B, T]
+    entropy: torch.Tensor  # [B, T] bits
+    loss: torch.Tensor  # [B, T] nats, NaN where no next token
+    correct: torch.Tensor  # [B, T] float 0/1, NaN where no next token
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, targets: torch.Tensor, has_target: torch.Tensor):
+        lp = log_probs(logits)
+        p = lp.exp()
+        neg_h = torch.linalg.vecdot(p, lp)
+        argmax = lp.argmax(-1)
+        loss, correct = _loss_correct(lp, argmax, targets, has_target)
+        return cls(lp, p, neg_h, argmax, -neg_h / LN2, loss, correct)
+
+
+def _loss_correct(lp, argmax, targets, has_target):
+    nan = torch.tensor(float("nan"), device=lp.device)
+    safe = targets.clamp(min=0)
+    loss = -lp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    correct = (argmax == safe).float()
+    return torch.where(has_target, loss, nan), torch.where(has_target, correct, nan)
+
+
+def compare(ref: Reference, logits: torch.Tensor, targets, has_target) -> dict[str, torch.Tensor]:
+    """Metrics of intervened ``logits`` against the reference, each ``[B, T]``."""
+    lp = log_probs(logits)
+    kl = ref.neg_entropy_nats - torch.linalg.vecdot(ref.p, lp)
+    entropy = -torch.linalg.vecdot(lp.exp(), lp) / LN2
+    argmax = lp.argmax(-1)
+    loss, correct = _loss_correct(lp, argmax, targets, has_target)
+    return {
+        "kl": kl.clamp(min=0.0),
+        "top1_agree": (argmax == ref.argmax).float(),
+        "entropy_base": ref.entropy,
+        "entropy": entropy,
+        "entropy_change": entropy - ref.entropy,
+        "loss_base": ref.loss,
+        "loss": loss,
+        "loss_change": loss - ref.loss,
+        "correct_base": ref.correct,
+        "correct": correct,
+    }
+
+
+METRIC_COLUMNS = (
+    "kl",
+    "top1_agree",
+    "entropy_base",
+    "entropy",
+    "entropy_change",
+    "loss_base",
+    "loss",
+    "loss_change",
+    "correct_base",
+    "correct",
+)
+
+
+def summarise(df, by=("model", "kind", "layer"), columns=METRIC_COLUMNS):
+    """Mean and standard error over tokens per group; NaNs (no next token) skipped."""
+    import numpy as np
+    import pandas as pd
+
+    grouped = df.groupby(list(by), observed=True, sort=True)
+    parts = []
+    for col in columns:
+        agg = grouped[col].agg(["mean", "std", "count"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    f"{col}_mean": agg["mean"],
+                    f"{col}_se": agg["std"] / np.sqrt(agg["count"].clip(lower=1)),
+                }
+            )
+        )
+    out = pd.concat(parts, axis=1)
+    out["n_tokens"] = grouped.size()
+    return out.reset_index()

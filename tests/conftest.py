@@ -1,0 +1,49 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import copy
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    from stages_of_inference.corpus import train_bytelevel_bpe
+
+    return train_bytelevel_bpe(512)
+
+
+TINY = {
+    "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256),
+    "gpt2": dict(n_embd=64, n_layer=4, n_head=4, n_positions=256),
+    "gpt_neox": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                     num_attention_heads=4, max_position_embeddings=256),
+}
+
+
+def tiny_hf_model(arch, tokenizer, seed=0):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **TINY[arch])
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+    # random init has near-zero residual writes; scale up so interventions matter
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(3.0)
+    return model
+
+
+@pytest.fixture(scope="session", params=sorted(TINY))
+def tiny_pair(request, bpe_tokenizer):
+    """(independent HF model, bridge over a copy of it, arch)."""
+    from stages_of_inference.models import bridge_from_hf_model
+
+    hf = tiny_hf_model(request.param, bpe_tokenizer)
+    bridge = bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer, name=f"tiny-{request.param}")
+    return hf, bridge, request.param
