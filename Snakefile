@@ -1,0 +1,25 @@
+# Stages of inference as a workflow: every paper figure is a target.
+#   snakemake --cores 2 all            # everything, on the embedded default
+#   snakemake --cores 8 --resources gpu=1 figures/fig3.pdf
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/interventions.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        ALL_TARGETS,
+    default_target: True

@@ -1,0 +1,15 @@
+rule tokenize:
+    """Seeded fixed-length token sequences from the configured corpus, recorded."""
+    input:
+        model="results/models/{model}/manifest.json",
+    output:
+        tokens="results/{model}/tokens.pt",
+        record="results/{model}/tokens.json",
+    params:
+        corpus=config["corpus"],
+    log:
+        "logs/tokenize/{model}.log",
+    benchmark:
+        "results/benchmarks/tokenize/{model}.tsv"
+    script:
+        "../scripts/tokenize.py"

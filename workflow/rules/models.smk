@@ -1,0 +1,13 @@
+rule prepare_model:
+    """Materialise a model once (dequantize the embedded GGUF, build random weights, or
+    check the Hugging Face cache) and write its manifest."""
+    output:
+        "results/models/{model}/manifest.json",
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    log:
+        "logs/prepare_model/{model}.log",
+    benchmark:
+        "results/benchmarks/prepare_model/{model}.tsv"
+    script:
+        "../scripts/prepare_model.py"
