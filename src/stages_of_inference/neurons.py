@@ -1,0 +1,156 @@
+"""Prediction and suppression neurons, from the weights alone (FIGURES.md, Figure 6).
+
+Following Gurnee et al., "Universal Neurons" (and their code): for every MLP neuron take
+its output weight vector ``w_out`` (a row of ``W_out``) and every column of the
+unembedding ``W_U`` of the *folded* model (final-norm weights folded into ``W_U``,
+``W_U`` centred over the vocabulary, writing weights centred where the norm allows it),
+L2-normalise both, and look at the distribution of the cosines over the vocabulary:
+
+* prediction neuron: raw kurtosis > 10 and skew > 0 (boosts a few tokens);
+* suppression neuron: raw kurtosis > 10 and skew < 0 (suppresses a few tokens).
+
+Skew is the population skew E[z^3]; kurtosis the raw fourth standardised moment E[z^4]
+(a Gaussian gives 3), with z standardised by the population standard deviation.
+
+Stable interface (Figure 10 imports it):
+
+``folded_weights(bridge) -> (W_out [n_layers, d_mlp, d_model], W_U [d_model, d_vocab])``
+``vocab_cosines(w_out, W_U) -> [n_neurons, d_vocab]``
+``moments(x, dim=-1) -> (skew, kurtosis)``
+``classify(skew, kurtosis) -> array of 'prediction' | 'suppression' | 'other'``
+``neuron_table(bridge, model) -> DataFrame(model, layer, neuron, skew, kurtosis, type)``
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+KURTOSIS_THRESHOLD = 10.0
+TYPES = ("prediction", "suppression", "other")
+COLUMNS = ("model", "layer", "neuron", "skew", "kurtosis", "type")
+
+
+def fold_weights_in_place(bridge) -> None:
+    """HookedTransformer-style weight processing on a TransformerLens 4 bridge.
+
+    ``enable_compatibility_mode()`` folds ``ln_final`` (and every block norm) into the
+    following weights, centres ``W_U`` over the vocabulary and, for LayerNorm models
+    (GPT-2, Pythia), centres the writing weights ``W_out``/``W_O`` over ``d_model``. For
+    RMSNorm models (Llama, SmolLM2) writing weights are left as they are, as in
+    TransformerLens: RMSNorm does not remove the mean, so centring them would change the
+    model. Tied embeddings are untied first, so only the unembedding is centred. The
+    bridge's next-token distribution is unchanged (checked in ``tests/test_neurons.py``).
+    Idempotent: a bridge already processed is left alone.
+    """
+    if getattr(bridge, "_weights_processed", False):
+        return
+    bridge.enable_compatibility_mode(disable_warnings=True)
+
+
+@torch.no_grad()
+def folded_weights(bridge) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_out, W_U)`` of the folded model, float32 on the CPU, detached.
+
+    ``W_out`` is ``[n_layers, d_mlp, d_model]`` (row ``n`` of layer ``l`` is what neuron
+    ``n`` writes to the residual stream; the ``down_proj`` of a gated MLP); ``W_U`` is
+    ``[d_model, d_vocab]``. Processes ``bridge``'s weights in place (see
+    :func:`fold_weights_in_place`): use a bridge of its own, not one you run for
+    activations in the unprocessed basis.
+    """
+    fold_weights_in_place(bridge)
+    w_out = bridge.W_out.detach().float().cpu()
+    w_u = bridge.W_U.detach().float().cpu()
+    if w_out.dim() != 3 or w_u.dim() != 2 or w_out.shape[-1] != w_u.shape[0]:
+        raise RuntimeError(f"unexpected weight shapes: W_out {tuple(w_out.shape)}, W_U {tuple(w_u.shape)}")
+    return w_out.contiguous(), w_u.contiguous()
+
+
+def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-12)
+
+
+def vocab_cosines(w_out: torch.Tensor, w_u: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each output weight vector with each unembedding column.
+
+    ``w_out`` ``[n_neurons, d_model]``, ``w_u`` ``[d_model, d_vocab]`` → ``[n_neurons, d_vocab]``.
+    """
+    return _unit(w_out, 1) @ _unit(w_u, 0)
+
+
+def moments(x: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Population skew and raw (non-excess) kurtosis of ``x`` along ``dim`` (float64)."""
+    x = x.double()
+    z = x - x.mean(dim, keepdim=True)
+    var = (z**2).mean(dim)
+    skew = (z**3).mean(dim) / var.pow(1.5)
+    kurt = (z**4).mean(dim) / var.pow(2)
+    return skew, kurt
+
+
+def classify(skew, kurtosis, threshold: float = KURTOSIS_THRESHOLD) -> np.ndarray:
+    """'prediction' (kurt > threshold, skew > 0), 'suppression' (kurt > threshold,
+    skew < 0) or 'other'."""
+    skew = np.asarray(skew, dtype=float)
+    kurtosis = np.asarray(kurtosis, dtype=float)
+    heavy = kurtosis > threshold
+    return np.where(heavy & (skew > 0), "prediction", np.where(heavy & (skew < 0), "suppression", "other"))
+
+
+@torch.no_grad()
+def layer_moments(w_out_layer: torch.Tensor, w_u_unit: torch.Tensor, chunk: int = 256):
+    """Skew and kurtosis over the vocabulary for every neuron of one layer, in chunks of
+    neurons (a full SmolLM2 layer of cosines is 1536 x 49152 floats)."""
+    skews, kurts = [], []
+    for start in range(0, w_out_layer.shape[0], chunk):
+        cos = _unit(w_out_layer[start : start + chunk], 1) @ w_u_unit
+        s, k = moments(cos, dim=-1)
+        skews.append(s)
+        kurts.append(k)
+    return torch.cat(skews).numpy(), torch.cat(kurts).numpy()
+
+
+def neuron_table(bridge, model: str) -> "pd.DataFrame":  # noqa: F821
+    """One row per MLP neuron: ``model, layer, neuron, skew, kurtosis, type``."""
+    import pandas as pd
+
+    w_out, w_u = folded_weights(bridge)
+    w_u_unit = _unit(w_u, 0)
+    frames = []
+    for layer in range(w_out.shape[0]):
+        skew, kurt = layer_moments(w_out[layer], w_u_unit)
+        n = len(skew)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "layer": np.full(n, layer, dtype=np.int32),
+                    "neuron": np.arange(n, dtype=np.int32),
+                    "skew": skew,
+                    "kurtosis": kurt,
+                    "type": classify(skew, kurt),
+                }
+            )
+        )
+        log.info("%s layer %d: %s", model, layer, dict(zip(*np.unique(frames[-1]["type"], return_counts=True))))
+    return pd.concat(frames, ignore_index=True)
+
+
+def type_counts(neurons: "pd.DataFrame", n_layers: int | None = None) -> "pd.DataFrame":  # noqa: F821
+    """Per (model, layer): number of prediction and suppression neurons, with relative
+    depth; layers with none of a type get 0."""
+    import pandas as pd
+
+    rows = []
+    for model, g in neurons.groupby("model", sort=False):
+        layers = int(n_layers or g["layer"].max() + 1)
+        counts = pd.crosstab(g["layer"], g["type"]).reindex(index=range(layers), columns=list(TYPES), fill_value=0)
+        counts = counts.rename_axis(index="layer", columns=None).reset_index()
+        counts.insert(0, "model", model)
+        counts["n_layers"] = layers
+        counts["rel_depth"] = counts["layer"] / max(layers - 1, 1)
+        rows.append(counts)
+    return pd.concat(rows, ignore_index=True)
