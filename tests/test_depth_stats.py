@@ -1,0 +1,198 @@
+"""Per-layer statistics (Figs. 4-8) against a hand-written pass over plain transformers."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stages_of_inference.depth_stats import (
+    extract_layer_stats,
+    norm_ratio,
+    prev_token_attention,
+    summarise_layer_stats,
+)
+
+
+# -- previous-five attention on hand-made patterns ------------------------------------------
+
+
+def test_prev5_on_hand_made_pattern():
+    t = 8
+    pattern = torch.zeros(1, 2, t, t)
+    for q in range(t):
+        pattern[0, 0, q, max(q - 1, 0)] = 1.0  # head 0: previous-token head
+        pattern[0, 1, q, 0] = 1.0  # head 1: everything on the first position
+    got = prev_token_attention(pattern)[0]
+    assert torch.isnan(got[:5]).all()  # fewer than five earlier positions
+    # q = 5: head 0 puts 1 on q-1, head 1 puts 1 on q-5 = 0 -> mean of 5 entries 0.2 each
+    torch.testing.assert_close(got[5:], torch.tensor([0.2, 0.1, 0.1]))
+
+
+def test_prev5_matches_loop_on_random_pattern():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 3, 11, 11, generator=g)
+    pattern = scores.masked_fill(torch.ones(11, 11).triu(1).bool(), -math.inf).softmax(-1)
+    got = prev_token_attention(pattern)
+    for b in range(2):
+        for q in range(5, 11):
+            want = sum(pattern[b, h, q, q - d] for h in range(3) for d in range(1, 6)) / 15
+            assert abs(float(got[b, q]) - float(want)) < 1e-6
+
+
+def test_norm_ratio_delta_method():
+    g = np.random.default_rng(0)
+    a, m = g.gamma(4.0, 1.0, 4000), g.gamma(9.0, 1.0, 4000)
+    ratio, se = norm_ratio(a, m)
+    assert ratio == pytest.approx(a.mean() / m.mean())
+    # the spread of the ratio over bootstrap resamples matches the delta-method SE
+    boot = []
+    for _ in range(300):
+        i = g.integers(0, len(a), len(a))
+        boot.append(a[i].mean() / m[i].mean())
+    assert se == pytest.approx(np.std(boot), rel=0.2)
+
+
+# -- the whole pass against plain transformers -----------------------------------------------
+
+
+def hf_modules(hf, arch):
+    """(decoder layers, attention module name, mlp module name, final norm, LayerNorm?)."""
+    if arch == "gpt2":
+        return hf.transformer.h, "attn", "mlp", hf.transformer.ln_f, True
+    if arch == "gpt_neox":
+        return hf.gpt_neox.layers, "attention", "mlp", hf.gpt_neox.final_layer_norm, True
+    return hf.model.layers, "self_attn", "mlp", hf.model.norm, False
+
+
+def hand_stats(hf, arch, ids, first=1):
+    """Independent computation with plain transformers: attention weights from
+    output_attentions, block outputs from forward hooks on the HF modules, the residual
+    stream from output_hidden_states (whose last entry is already normalised, so the last
+    block's residual is rebuilt from its inputs and outputs)."""
+    layers, attn_name, mlp_name, final_norm, layer_norm = hf_modules(hf, arch)
+    writes = {}
+
+    def grab(key):
+        def hook(module, args, output):
+            writes[key] = (output[0] if isinstance(output, tuple) else output).detach().double()
+
+        return hook
+
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(getattr(layer, attn_name).register_forward_hook(grab(("attn", i))))
+        handles.append(getattr(layer, mlp_name).register_forward_hook(grab(("mlp", i))))
+    with torch.no_grad():
+        out = hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
+    for h in handles:
+        h.remove()
+    n = len(layers)
+    hs = [h.double() for h in out.hidden_states]
+    resid = []
+    for i in range(n):
+        post = hs[i] + writes[("attn", i)] + writes[("mlp", i)]  # parallel or sequential
+        if i < n - 1:
+            torch.testing.assert_close(post, hs[i + 1], atol=1e-4, rtol=1e-4)
+        resid.append(post)
+    final_lp = torch.log_softmax(out.logits.double(), -1)
+    rows = []
+    for i in range(n):
+        with torch.no_grad():
+            lens = hf.lm_head(final_norm(resid[i].float())).double()
+        lp = torch.log_softmax(lens, -1)
+        kl = (final_lp.exp() * (final_lp - lp)).sum(-1)
+        ent = -(lp.exp() * lp).sum(-1) / math.log(2)
+        pattern = out.attentions[i].double()
+        aw, mw = writes[("attn", i)], writes[("mlp", i)]
+        for b in range(ids.shape[0]):
+            for q in range(first, ids.shape[1]):
+                prev = (sum(pattern[b, :, q, q - d].mean() for d in range(1, 6)) / 5) if q >= 5 else float("nan")
+                a, m = aw[b, q], mw[b, q]
+                rows.append(
+                    dict(layer=i, seq=b, pos=q, prev5_attn=float(prev),
+                         attn_norm=float((a - a.mean() if layer_norm else a).norm()),
+                         mlp_norm=float((m - m.mean() if layer_norm else m).norm()),
+                         attn_norm_raw=float(a.norm()), mlp_norm_raw=float(m.norm()),
+                         lens_kl=float(kl[b, q]), lens_entropy=float(ent[b, q]))
+                )
+    return pd.DataFrame(rows), out.logits
+
+
+@pytest.fixture(scope="module")
+def ids():
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(1, 500, (3, 13), generator=g)
+    ids[:, 0] = 0  # BOS of the bpe tokenizer
+    return ids
+
+
+def test_layer_stats_match_hand_computation(tiny_pair, ids):
+    hf, bridge, arch = tiny_pair
+    got = extract_layer_stats(bridge, ids, batch_size=2, first=1, progress=False)
+    want, logits = hand_stats(hf, arch, ids, first=1)
+    n = hf.config.num_hidden_layers
+    assert len(got) == n * ids.shape[0] * (ids.shape[1] - 1)
+    assert got["pos"].min() == 1  # BOS skipped
+    got = got.set_index(["layer", "seq", "pos"]).sort_index()
+    want = want.set_index(["layer", "seq", "pos"]).sort_index()
+    assert got.index.equals(want.index)
+    for col in want.columns:
+        np.testing.assert_allclose(got[col].to_numpy(), want[col].to_numpy(), rtol=2e-4, atol=2e-5,
+                                   err_msg=f"{arch} {col}")
+    # the statistics say something: the last layer's lens is the model's own output,
+    # earlier layers differ from it; entropy is within [0, log2 V]
+    last = got.xs(n - 1, level="layer")
+    assert last["lens_kl"].abs().max() < 1e-4
+    assert got.xs(0, level="layer")["lens_kl"].mean() > 1e-2
+    assert (got["lens_entropy"] <= math.log2(logits.shape[-1]) + 1e-4).all()
+    assert got["lens_entropy"].min() >= 0
+    if arch != "llama":  # LayerNorm models: the centred norm is smaller than the raw one
+        assert (got["attn_norm"] <= got["attn_norm_raw"] + 1e-5).all()
+        assert (got["mlp_norm"] < got["mlp_norm_raw"]).any()
+
+
+def test_double_normalisation_pitfall_is_avoided(tiny_pair, ids):
+    """Applying the final norm again to HF's last hidden state (already normalised) gives a
+    different distribution once the norm has non-trivial weights; the lens at the last
+    layer must equal the model's own output."""
+    import copy
+
+    from stages_of_inference.models import bridge_from_hf_model
+
+    hf, bridge, arch = tiny_pair
+    hf = copy.deepcopy(hf)
+    layers, _, _, final_norm, _ = hf_modules(hf, arch)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        final_norm.weight.copy_(0.5 + 2 * torch.rand(final_norm.weight.shape, generator=g))
+        out = hf(input_ids=ids, output_hidden_states=True, use_cache=False)
+        twice = hf.lm_head(final_norm(out.hidden_states[-1]))
+    double_kl = torch.nn.functional.kl_div(twice.log_softmax(-1), out.logits.log_softmax(-1),
+                                           log_target=True, reduction="none").sum(-1)[:, 1:]
+    bridge = bridge_from_hf_model(copy.deepcopy(hf), bridge.tokenizer)
+    got = extract_layer_stats(bridge, ids, batch_size=3, first=1, progress=False)
+    last = got[got["layer"] == len(layers) - 1]
+    assert last["lens_kl"].max() < 1e-4 < double_kl.mean()
+
+
+def test_streaming_batches_agree(tiny_pair, ids):
+    _, bridge, _ = tiny_pair
+    a = extract_layer_stats(bridge, ids, batch_size=1, first=1, progress=False)
+    b = extract_layer_stats(bridge, ids, batch_size=3, first=1, progress=False)
+    pd.testing.assert_frame_equal(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_summary(tiny_pair, ids):
+    _, bridge, _ = tiny_pair
+    df = extract_layer_stats(bridge, ids, batch_size=3, first=1, progress=False)
+    df.insert(0, "model", "tiny")
+    n = bridge.cfg.n_layers
+    s = summarise_layer_stats(df, n)
+    assert list(s["layer"]) == list(range(n))
+    np.testing.assert_allclose(s["rel_depth"], np.arange(n) / (n - 1))
+    g = df[df["layer"] == 1]
+    row = s[s["layer"] == 1].iloc[0]
+    assert row["prev5_attn_mean"] == pytest.approx(g["prev5_attn"].mean())  # NaNs skipped
+    assert row["prev5_attn_se"] == pytest.approx(g["prev5_attn"].std() / np.sqrt(g["prev5_attn"].count()))
+    assert row["attn_mlp_ratio_mean"] == pytest.approx(g["attn_norm"].mean() / g["mlp_norm"].mean())
