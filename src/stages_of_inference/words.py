@@ -14,8 +14,9 @@ holds nothing but whitespace before the word and its last token ends exactly whe
 word ends; a word whose tokens also spell a neighbour (``"s runn"``, ``"g,"``) is skipped.
 
 Only standalone lower-case words are used, as in the authors' notebook: letters only,
-preceded by whitespace and followed by whitespace, the end of the text, or ``.,;:!?)"``
-(so not ``x.append``, ``foo_bar``, ``don't`` nor ``2nd``).
+preceded by whitespace, and followed by whitespace or the end of the text, possibly after
+closing punctuation ``.,;:!?)"`` (so ``dog,`` but not ``x.append``, ``foo_bar``,
+``don't`` nor ``2nd``).
 """
 from __future__ import annotations
 
@@ -73,7 +74,13 @@ def is_standalone(text: str, start: int, end: int) -> bool:
         return False
     if start == 0 or not text[start - 1].isspace():
         return False
-    return end == len(text) or text[end].isspace() or text[end] in FOLLOWERS
+    # up to the next whitespace only closing punctuation may follow ("dog," but not "x.y")
+    rest = end
+    while rest < len(text) and not text[rest].isspace():
+        if text[rest] not in FOLLOWERS:
+            return False
+        rest += 1
+    return True
 
 
 def align(text: str, offsets: np.ndarray, start: int, end: int) -> tuple[int, int] | None:

@@ -1,0 +1,279 @@
+"""Sub-joiner heads (FIGURES.md, Figure 9).
+
+A *sub-joiner* head attends, from the last sub-token of a word that the tokenizer splits
+into several tokens, to the earlier sub-tokens of the same word.
+
+Prompts (``build_prompts``). From the configured corpus, every standalone lower-case word
+(:mod:`stages_of_inference.words`) whose tokens are preceded by at least
+``context_tokens`` tokens of the same document gives a candidate prompt::
+
+    [BOS] + <context_tokens tokens of the document> + <the word's tokens>
+
+so the prompt ends with the word and every prompt has the same context length (the
+authors' notebook used a fixed context too). *Multi-token* prompts end in a word of
+2..``max_subtokens`` tokens, *single-token* prompts in a word of one token. Candidates
+are shuffled with ``seed`` and capped at ``max_per_word`` per word string before the
+first ``n_prompts`` of each kind are kept.
+
+Score (``head_scores``). Let ``a_h(q → p)`` be head ``h``'s attention from the last
+position ``q`` to key position ``p``. For a multi-token prompt whose word has ``k``
+sub-tokens, the *word attention* is ``A = Σ_{j=1}^{k-1} a_h(q → q-j)``: the mass on the
+word's earlier sub-tokens. The *control* is the same quantity measured on single-token
+prompts at the same relative key positions: ``C_m = Σ_{j=1}^{m} a_h(q → q-j)`` on a
+prompt ending in a one-token word, i.e. attention from the last token of a single-token
+word to the ``m`` tokens before it (the end of the previous words). The control is
+averaged over the single-token prompts with ``m`` weighted like ``k-1`` over the
+multi-token prompts, so both sides cover the same relative positions::
+
+    score(h) = mean_multi A  -  Σ_m w_m · mean_single C_m,   w_m = P_multi(k-1 = m)
+
+A head that only attends to the previous few tokens scores about 0; a sub-joiner scores
+up to 1. The standard error combines the two independent means. The top head is the
+argmax over all (layer, head) of the model: found from the data, never hard-coded.
+
+Examples (``examples``). For the top head, attention rows of ``n_examples`` prompts of
+each kind drawn at random with ``seed`` (the authors chose theirs by thresholding the top
+head's attention, which flatters it).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .words import bos_prefix, cap_per_word, display_token, scan_corpus
+
+log = logging.getLogger(__name__)
+
+KINDS = ("multi", "single")
+PROMPT_COLUMNS = ["model", "prompt_id", "kind", "word", "n_subtokens", "doc", "char_start",
+                  "n_tokens", "input_ids", "tokens"]
+SCORE_COLUMNS = ["model", "layer", "head", "n_layers", "n_heads", "rel_depth", "score", "score_se",
+                 "word_attention", "control_attention", "n_multi", "n_single", "rank"]
+EXAMPLE_COLUMNS = ["model", "layer", "head", "kind", "example", "prompt_id", "word", "n_subtokens",
+                   "position", "token", "attention", "in_word", "is_query"]
+
+
+@dataclass
+class SubjoinerSpec:
+    context_tokens: int = 16
+    n_prompts: int = 200
+    max_subtokens: int = 4
+    max_per_word: int = 3
+    n_examples: int = 6
+    show_positions: int = 12
+    batch_size: int = 16
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, entry: dict | None) -> "SubjoinerSpec":
+        entry = dict(entry or {})
+        unknown = set(entry) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"casestudies.subjoiner: unknown keys {sorted(unknown)}.")
+        spec = cls(**entry)
+        if spec.max_subtokens < 2:
+            raise ValueError("casestudies.subjoiner.max_subtokens must be at least 2.")
+        if spec.context_tokens < spec.max_subtokens:
+            raise ValueError("casestudies.subjoiner.context_tokens must be >= max_subtokens.")
+        return spec
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- prompts ----------------------------------------------------------------------------
+
+
+def build_prompts(documents: Iterable[str], tokenizer, spec: SubjoinerSpec, model: str = "") -> pd.DataFrame:
+    """Multi-token and single-token prompt sets (see the module docstring)."""
+    ids, words = scan_corpus(documents, tokenizer)
+    bos = bos_prefix(tokenizer)
+    c = spec.context_tokens
+    pools = {
+        "multi": [w for w in words if 2 <= w.n_subtokens <= spec.max_subtokens and w.first >= c],
+        "single": [w for w in words if w.n_subtokens == 1 and w.first >= c],
+    }
+    rng = np.random.default_rng(spec.seed)
+    rows = []
+    for kind in KINDS:
+        chosen = cap_per_word(pools[kind], spec.max_per_word, rng)[: spec.n_prompts]
+        log.info("%s: %d candidate %s-token words, %d prompts kept", model, len(pools[kind]), kind, len(chosen))
+        for w in chosen:
+            prompt = bos + ids[w.doc][w.first - c : w.last + 1].tolist()
+            rows.append(
+                {
+                    "model": model,
+                    "prompt_id": len(rows),
+                    "kind": kind,
+                    "word": w.word,
+                    "n_subtokens": w.n_subtokens,
+                    "doc": w.doc,
+                    "char_start": w.char_start,
+                    "n_tokens": len(prompt),
+                    "input_ids": prompt,
+                    "tokens": [display_token(tokenizer, t) for t in prompt],
+                }
+            )
+    return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+
+
+# -- attention --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def last_query_attention(bridge, prompts: Sequence[Sequence[int]], batch_size: int = 16) -> list[np.ndarray]:
+    """For each prompt, every head's attention from the last position: ``[n_layers, n_heads, T]``.
+
+    Prompts are batched by length (no padding), read from ``blocks.{l}.attn.hook_pattern``.
+    """
+    n_layers = bridge.cfg.n_layers
+    device = bridge.cfg.device
+    out: list[np.ndarray | None] = [None] * len(prompts)
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        by_length[len(p)].append(i)
+    for length in sorted(by_length):
+        index = by_length[length]
+        for s in range(0, len(index), batch_size):
+            batch = index[s : s + batch_size]
+            rows: list[torch.Tensor | None] = [None] * n_layers
+
+            def make_hook(layer):
+                def hook(pattern, hook):
+                    rows[layer] = pattern[:, :, -1, :].detach().float().cpu()
+
+                return hook
+
+            ids = torch.tensor([list(prompts[i]) for i in batch], dtype=torch.long, device=device)
+            bridge.run_with_hooks(
+                ids,
+                fwd_hooks=[(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in range(n_layers)],
+                return_type=None,
+            )
+            if any(r is None for r in rows):
+                raise RuntimeError("blocks.{l}.attn.hook_pattern did not fire for every layer.")
+            stacked = torch.stack(rows, dim=1).numpy()  # [B, n_layers, n_heads, T]
+            for j, i in enumerate(batch):
+                out[i] = stacked[j]
+    return out  # type: ignore[return-value]
+
+
+def head_scores(word_attn: Sequence[np.ndarray], n_subtokens: Sequence[int],
+                single_attn: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-head sub-joiner score (module docstring). Inputs are last-query attention rows
+    ``[n_layers, n_heads, T]``; returns ``[n_layers, n_heads]`` arrays ``score``,
+    ``score_se``, ``word_attention`` (mean A) and ``control_attention`` (weighted mean C)."""
+    k = np.asarray(n_subtokens, dtype=int)
+    if len(word_attn) == 0 or len(single_attn) == 0:
+        raise ValueError("need at least one multi-token and one single-token prompt")
+    if (k < 2).any():
+        raise ValueError("multi-token prompts need n_subtokens >= 2")
+    word = np.stack([a[:, :, a.shape[-1] - ki : a.shape[-1] - 1].sum(-1) for a, ki in zip(word_attn, k)])
+    m_max = int(k.max()) - 1
+    weights = np.bincount(k - 1, minlength=m_max + 1)[1:] / len(k)  # w_m, m = 1..m_max
+    control_rows = []
+    for a in single_attn:
+        if a.shape[-1] < m_max + 1:
+            raise ValueError("single-token prompts are shorter than the longest word")
+        before = a[:, :, -2 : -(m_max + 2) : -1]  # q-1, q-2, ..., q-m_max
+        control_rows.append((np.cumsum(before, axis=-1) * weights).sum(-1))
+    control = np.stack(control_rows)
+    n, s = len(word), len(control)
+    var_w = word.var(0, ddof=1) / n if n > 1 else np.zeros(word.shape[1:])
+    var_c = control.var(0, ddof=1) / s if s > 1 else np.zeros(control.shape[1:])
+    return {
+        "score": word.mean(0) - control.mean(0),
+        "score_se": np.sqrt(var_w + var_c),
+        "word_attention": word.mean(0),
+        "control_attention": control.mean(0),
+    }
+
+
+def score_table(scores: dict[str, np.ndarray], model: str, n_multi: int, n_single: int) -> pd.DataFrame:
+    n_layers, n_heads = scores["score"].shape
+    layer, head = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
+    df = pd.DataFrame(
+        {
+            "model": model,
+            "layer": layer.ravel().astype(np.int32),
+            "head": head.ravel().astype(np.int32),
+            "n_layers": n_layers,
+            "n_heads": n_heads,
+            "rel_depth": layer.ravel() / max(n_layers - 1, 1),
+            **{key: value.ravel() for key, value in scores.items()},
+            "n_multi": n_multi,
+            "n_single": n_single,
+        }
+    )
+    df["rank"] = df["score"].rank(ascending=False, method="first").astype(np.int32)
+    return df[SCORE_COLUMNS]
+
+
+def examples(prompts: pd.DataFrame, attention: Sequence[np.ndarray], layer: int, head: int,
+             spec: SubjoinerSpec, model: str = "") -> pd.DataFrame:
+    """Attention rows of the top head for ``n_examples`` random prompts of each kind."""
+    rng = np.random.default_rng(spec.seed + 1)
+    rows = []
+    for kind in KINDS:
+        pool = prompts.index[prompts["kind"] == kind].to_numpy()
+        pick = rng.choice(pool, size=min(spec.n_examples, len(pool)), replace=False) if len(pool) else []
+        for example, i in enumerate(pick):
+            p = prompts.loc[i]
+            row = attention[i][layer, head]
+            width = min(spec.show_positions, len(row))
+            k = int(p["n_subtokens"])
+            for offset in range(-width + 1, 1):
+                rows.append(
+                    {
+                        "model": model,
+                        "layer": layer,
+                        "head": head,
+                        "kind": kind,
+                        "example": example,
+                        "prompt_id": int(p["prompt_id"]),
+                        "word": p["word"],
+                        "n_subtokens": k,
+                        "position": offset,
+                        "token": p["tokens"][len(row) - 1 + offset],
+                        "attention": float(row[len(row) - 1 + offset]),
+                        "in_word": offset > -k,
+                        "is_query": offset == 0,
+                    }
+                )
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+
+
+def analyse(bridge, tokenizer, documents: Iterable[str], spec: SubjoinerSpec, model: str = ""):
+    """Prompts, per-head scores and the top head's example rows for one model.
+
+    Returns ``(prompts, scores, examples)`` DataFrames; ``scores`` and ``examples`` are
+    empty (with their columns) when the corpus gives no prompt of one kind.
+    """
+    prompts = build_prompts(documents, tokenizer, spec, model)
+    counts = prompts["kind"].value_counts()
+    n_multi, n_single = int(counts.get("multi", 0)), int(counts.get("single", 0))
+    if n_multi == 0 or n_single == 0:
+        log.warning(
+            "%s: %d multi-token and %d single-token prompts; sub-joiner scores need both. "
+            "Use a larger corpus or a smaller casestudies.subjoiner.context_tokens.",
+            model, n_multi, n_single,
+        )
+        return prompts, pd.DataFrame(columns=SCORE_COLUMNS), pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    attention = last_query_attention(bridge, prompts["input_ids"].tolist(), spec.batch_size)
+    multi = prompts.index[prompts["kind"] == "multi"]
+    single = prompts.index[prompts["kind"] == "single"]
+    scores = head_scores([attention[i] for i in multi], prompts.loc[multi, "n_subtokens"].to_numpy(),
+                         [attention[i] for i in single])
+    table = score_table(scores, model, n_multi, n_single)
+    top = table.loc[table["rank"] == 1].iloc[0]
+    log.info("%s: top sub-joiner head L%dH%d, score %.3f ± %.3f (word %.3f vs control %.3f)", model,
+             top["layer"], top["head"], top["score"], top["score_se"], top["word_attention"],
+             top["control_attention"])
+    ex = examples(prompts, attention, int(top["layer"]), int(top["head"]), spec, model)
+    return prompts, table, ex

@@ -1,0 +1,196 @@
+"""Figure 9: word splitting, prompt selection and the sub-joiner head score."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from stages_of_inference.subjoiner import SubjoinerSpec, analyse, build_prompts, head_scores
+from stages_of_inference.words import document_words, encode_with_offsets, scan_corpus
+
+TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home. "
+        "Call x.append or foo_bar; don't use 2nd Running words.\n"
+        "they keep talking")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from stages_of_inference.models import load_embedded_tokenizer
+
+    return load_embedded_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def metaspace_tokenizer():
+    """A SentencePiece-style tokenizer ("▁word"), trained in a second on a few documents."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from stages_of_inference.corpus import embedded_documents
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<unk>"], show_progress=False)
+    tok.train_from_iterator(embedded_documents()[:40], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>")
+
+
+def words_of(tokenizer, text=TEXT):
+    ids, offsets = encode_with_offsets(tokenizer, text)
+    return ids, {w.word: w for w in document_words(0, text, offsets)}
+
+
+def spelled(tokenizer, ids, w):
+    return tokenizer.decode(ids[w.first : w.last + 1].tolist())
+
+
+def test_standalone_lowercase_words_only(smol_tokenizer, bpe_tokenizer, metaspace_tokenizer):
+    for tok in (smol_tokenizer, bpe_tokenizer, metaspace_tokenizer):
+        _, words = words_of(tok)
+        # capitalised, attribute, identifier, contraction, digit-prefixed: all excluded
+        for absent in ("The", "Call", "append", "foo", "bar", "don", "nd", "Running", "x"):
+            assert absent not in words, (type(tok).__name__, absent)
+        for present in ("dogs", "were", "jumping", "unbelievably", "lazy", "dog", "home", "use", "keep", "talking"):
+            assert present in words, (present, sorted(words))
+
+
+def test_smollm2_splits(smol_tokenizer):
+    ids, words = words_of(smol_tokenizer)
+    assert words["jumping"].n_subtokens == 1  # "Ġjumping"
+    assert words["lazy"].n_subtokens == 1
+    assert words["unbelievably"].n_subtokens == 3  # "Ġunbelie" "v" "ably"
+    for w in words.values():  # the space belongs to the first token; after a newline there is none
+        assert spelled(smol_tokenizer, ids, w) == (w.word if w.word == "they" else " " + w.word)
+
+
+def test_bytelevel_small_vocab_splits(bpe_tokenizer):
+    ids, words = words_of(bpe_tokenizer)
+    tokens = bpe_tokenizer.convert_ids_to_tokens(ids.tolist())
+    w = words["jumping"]  # "Ġ" "j" "u" "mp" "ing": the bare "Ġ" is not a sub-token of the word
+    assert tokens[w.first - 1] == "Ġ"
+    assert [tokens[i] for i in range(w.first, w.last + 1)] == ["j", "u", "mp", "ing"]
+    assert words["dog"].n_subtokens == 3 and tokens[words["dog"].first] == "Ġd"
+    for w in words.values():
+        assert spelled(bpe_tokenizer, ids, w).strip() == w.word
+
+
+def test_sentencepiece_marker(metaspace_tokenizer):
+    ids, words = words_of(metaspace_tokenizer)
+    tokens = metaspace_tokenizer.convert_ids_to_tokens(ids.tolist())
+    assert any(t.startswith("▁") for t in tokens)
+    for w in words.values():
+        pieces = "".join(tokens[w.first : w.last + 1])
+        assert pieces.lstrip("▁") == w.word, (w.word, tokens[w.first : w.last + 1])
+    assert max(w.n_subtokens for w in words.values()) >= 2
+
+
+def test_every_corpus_word_is_spelled_by_its_tokens(bpe_tokenizer, smol_tokenizer):
+    from stages_of_inference.corpus import embedded_documents
+
+    docs = embedded_documents()[:15]
+    for tok in (bpe_tokenizer, smol_tokenizer):
+        ids, words = scan_corpus(docs, tok)
+        assert len(words) > 500
+        for w in words[::7]:
+            assert tok.decode(ids[w.doc][w.first : w.last + 1].tolist()).strip() == w.word
+            assert docs[w.doc][w.char_start : w.char_start + len(w.word)] == w.word
+
+
+def test_prompt_sets(bpe_tokenizer):
+    docs = [TEXT * 3, "a b c " * 30 + " carefully considered workings of the unbelievably lazy dog"]
+    spec = SubjoinerSpec(context_tokens=8, n_prompts=50, max_subtokens=4, max_per_word=2, seed=1)
+    prompts = build_prompts(docs, bpe_tokenizer, spec, "m")
+    assert set(prompts["kind"]) == {"multi", "single"}
+    ids_by_doc, _ = scan_corpus(docs, bpe_tokenizer)
+    for _, p in prompts.iterrows():
+        k = p["n_subtokens"]
+        assert (k == 1) == (p["kind"] == "single") and k <= 4
+        assert len(p["input_ids"]) == 1 + 8 + k and p["input_ids"][0] == bpe_tokenizer.bos_token_id
+        # the prompt ends with the word's tokens, in the document's own tokenization
+        tail = bpe_tokenizer.decode(p["input_ids"][-k:]).strip()
+        assert tail == p["word"]
+        assert bpe_tokenizer.decode(p["input_ids"][-k - 1 :]).strip().endswith(p["word"])
+    assert prompts["word"].value_counts().max() <= 2
+    # seeded
+    again = build_prompts(docs, bpe_tokenizer, spec, "m")
+    assert again["input_ids"].tolist() == prompts["input_ids"].tolist()
+
+
+def test_score_formula_by_hand():
+    # two layers, one head each, T = 6; multi prompts with k = 2 and 3, one single prompt
+    def row(values):
+        return np.array(values, dtype=float).reshape(1, 1, -1).repeat(2, axis=0)
+
+    multi = [row([0.1, 0.1, 0.1, 0.1, 0.5, 0.1]), row([0.1, 0.1, 0.2, 0.3, 0.2, 0.1])]
+    single = [row([0.3, 0.1, 0.1, 0.2, 0.2, 0.1])]
+    s = head_scores(multi, [2, 3], single)
+    word = (0.5 + (0.3 + 0.2)) / 2
+    control = 0.5 * 0.2 + 0.5 * (0.2 + 0.2)  # m=1 and m=2 weighted like k-1
+    assert s["word_attention"][0, 0] == pytest.approx(word)
+    assert s["control_attention"][0, 0] == pytest.approx(control)
+    assert s["score"][1, 0] == pytest.approx(word - control)
+
+
+def _continues(prev: str, cur: str) -> bool:
+    return bool(cur) and cur[0].isalpha() and bool(prev) and prev[-1].isalpha()
+
+
+def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
+    """On a random model, force head (2, 1) to attend from the last token to the earlier
+    sub-tokens of its word (found here from token strings, independently of the package's
+    offsets) and head (1, 0) to be a previous-token head: the first must rank first, the
+    second must score about 0 (the single-token control cancels it)."""
+    from conftest import tiny_hf_model
+
+    from stages_of_inference.corpus import embedded_documents
+    from stages_of_inference.models import bridge_from_hf_model
+
+    bridge = bridge_from_hf_model(tiny_hf_model("llama", bpe_tokenizer), bpe_tokenizer, name="planted")
+    strings = [bpe_tokenizer.decode([i]) for i in range(len(bpe_tokenizer))]
+    seen = {}
+
+    def grab_ids(ids, hook):
+        seen["ids"] = ids.tolist()
+        return ids
+
+    def plant_subjoiner(pattern, hook):
+        pattern = pattern.clone()
+        for b, ids in enumerate(seen["ids"]):
+            q = len(ids) - 1
+            j = q
+            while j > 0 and _continues(strings[ids[j - 1]], strings[ids[j]]):
+                j -= 1
+            if j < q:  # the word has earlier sub-tokens j..q-1
+                pattern[b, 1, q, :] = 0
+                pattern[b, 1, q, j:q] = 1.0 / (q - j)
+        return pattern
+
+    def plant_previous_token(pattern, hook):
+        pattern = pattern.clone()
+        pattern[:, 0, -1, :] = 0
+        pattern[:, 0, -1, -2] = 1
+        return pattern
+
+    bridge.add_hook("embed.hook_in", grab_ids, is_permanent=True)
+    bridge.add_hook("blocks.2.attn.hook_pattern", plant_subjoiner, is_permanent=True)
+    bridge.add_hook("blocks.1.attn.hook_pattern", plant_previous_token, is_permanent=True)
+    try:
+        spec = SubjoinerSpec(n_prompts=40, context_tokens=12, seed=0, n_examples=3)
+        prompts, scores, examples = analyse(bridge, bpe_tokenizer, embedded_documents()[:30], spec, "planted")
+    finally:
+        bridge.reset_hooks(including_permanent=True)
+    top = scores.sort_values("rank").iloc[0]
+    assert (top["layer"], top["head"]) == (2, 1)
+    assert top["word_attention"] == pytest.approx(1.0, abs=1e-4)
+    assert top["score"] > 0.5
+    prev = scores.set_index(["layer", "head"]).loc[(1, 0)]
+    assert abs(prev["score"]) < 1e-4 and prev["word_attention"] == pytest.approx(1.0, abs=1e-4)
+    others = scores[(scores["layer"] != 2) | (scores["head"] != 1)]
+    assert others["score"].max() < top["score"] - 0.3
+    # examples: the top head's rows, random prompts of both kinds, tokens as labels
+    assert set(examples["kind"]) == {"multi", "single"}
+    assert (examples[["layer", "head"]].drop_duplicates().to_numpy() == [[2, 1]]).all()
+    multi_rows = examples[(examples["kind"] == "multi")]
+    word_mass = multi_rows[multi_rows["in_word"] & ~multi_rows["is_query"]].groupby("example")["attention"].sum()
+    assert np.allclose(word_mass.to_numpy(), 1.0, atol=1e-4)
