@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from stages_of_inference.engine import Sweep, block_order, layers_for, run_sweep
-from stages_of_inference.metrics import entropy_bits, kl_nats, log_probs
+from stages_of_inference.engine import ATTN_IMPLEMENTATIONS, Sweep, block_order, layers_for, plain_model, run_sweep
+from stages_of_inference.metrics import METRIC_COLUMNS, entropy_bits, kl_nats, log_probs
 
 
 def decoder_layers(model):
@@ -39,9 +39,10 @@ def ids():
     return torch.randint(1, 500, (3, 17), generator=g)
 
 
-def test_baseline_matches_hf(tiny_pair, ids):
+@pytest.mark.parametrize("attn", ATTN_IMPLEMENTATIONS)
+def test_baseline_matches_hf(tiny_pair, ids, attn):
     hf, bridge, arch = tiny_pair
-    sweep = Sweep(bridge)
+    sweep = Sweep(bridge, attn_implementation=attn)
     with torch.no_grad():
         got = sweep.baseline(ids)
         want = hf(input_ids=ids, use_cache=False).logits
@@ -52,10 +53,11 @@ def test_baseline_matches_hf(tiny_pair, ids):
     torch.testing.assert_close(replay, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("attn", ATTN_IMPLEMENTATIONS)
 @pytest.mark.parametrize("kind", ["drop", "swap"])
-def test_interventions_match_hand_edited_hf(tiny_pair, ids, kind):
+def test_interventions_match_hand_edited_hf(tiny_pair, ids, kind, attn):
     hf, bridge, arch = tiny_pair
-    sweep = Sweep(bridge)
+    sweep = Sweep(bridge, attn_implementation=attn)
     n = sweep.n_layers
     with torch.no_grad():
         base = sweep.baseline(ids)
@@ -68,11 +70,12 @@ def test_interventions_match_hand_edited_hf(tiny_pair, ids, kind):
             assert (got - base).abs().max() > 1e-3
 
 
-def test_run_sweep_metrics_match_hand_computation(tiny_pair, ids):
+@pytest.mark.parametrize("attn", ["sdpa", "bridge"])
+def test_run_sweep_metrics_match_hand_computation(tiny_pair, ids, attn):
     hf, bridge, arch = tiny_pair
     n = bridge.cfg.n_layers
     jobs = [("drop", 1), ("swap", 2)]
-    df = run_sweep(bridge, ids, jobs, batch_size=2, first=1, progress=False)
+    df = run_sweep(bridge, ids, jobs, batch_size=2, first=1, progress=False, attn_implementation=attn)
     assert len(df) == len(jobs) * ids.shape[0] * (ids.shape[1] - 1)
     with torch.no_grad():
         base = hf(input_ids=ids, use_cache=False).logits
@@ -91,3 +94,62 @@ def test_run_sweep_metrics_match_hand_computation(tiny_pair, ids):
         has = rows.pos.values < ids.shape[1] - 1
         torch.testing.assert_close(torch.tensor(rows.loss.values[has]), loss, atol=1e-4, rtol=1e-4)
         assert rows.loss[~has].isna().all()
+
+
+def test_plain_model_shares_weights_and_leaves_bridge_alone(tiny_pair, ids):
+    hf, bridge, arch = tiny_pair
+    plain = plain_model(bridge, "sdpa")
+    bridge_ptrs = {p.data_ptr() for p in bridge.original_model.parameters()}
+    assert all(p.data_ptr() in bridge_ptrs for p in plain.parameters())  # nothing copied
+    assert plain.config is not bridge.original_model.config
+    assert plain.config._attn_implementation == "sdpa"
+    assert not any(type(m).__module__.startswith("transformer_lens") for m in plain.modules())
+    Sweep(bridge).baseline(ids)  # hooks on the clone must not stay on the bridge
+    assert all(not b._forward_pre_hooks for b in bridge.blocks)
+    # the bridge still runs as a bridge: its hook points fire
+    seen = []
+    bridge.blocks[0].hook_out.add_hook(lambda x, hook: seen.append(1))
+    try:
+        with torch.no_grad():
+            bridge(ids)
+    finally:
+        bridge.reset_hooks()
+    assert seen
+
+
+def test_run_sweep_on_plain_transformers_model(tiny_pair, ids):
+    """A transformers model (no bridge, no TransformerLens import needed) gives the same rows."""
+    hf, bridge, arch = tiny_pair
+    jobs = [("drop", 0), ("swap", 1), ("drop", 3)]
+    a = run_sweep(bridge, ids, jobs, batch_size=3, progress=False, attn_implementation="bridge")
+    b = run_sweep(hf, ids, jobs, batch_size=2, progress=False)
+    assert list(b.columns) == ["kind", "layer", "seq", "pos", *METRIC_COLUMNS]
+    assert str(b.kind.dtype) == "category" and b.layer.dtype == "int32" and b.kl.dtype == "float32"
+    for col in METRIC_COLUMNS:
+        torch.testing.assert_close(torch.tensor(b[col].values), torch.tensor(a[col].values),
+                                   atol=1e-4, rtol=1e-4, equal_nan=True, msg=col)
+    assert (b[["kind", "layer", "seq", "pos"]].astype(str).values
+            == a[["kind", "layer", "seq", "pos"]].astype(str).values).all()
+
+
+def test_out_of_memory_halves_the_batch(tiny_pair, ids, monkeypatch, caplog):
+    """On CUDA OOM the batch is retried at half size, and the result is unchanged."""
+    import stages_of_inference.engine as engine
+
+    hf, bridge, arch = tiny_pair
+    jobs = [("drop", 1), ("swap", 0)]
+    want = run_sweep(hf, ids, jobs, batch_size=3, progress=False)
+    real = engine.sweep_batch_tensor
+    sizes = []
+
+    def flaky(sweep, input_ids, *args, **kwargs):
+        sizes.append(input_ids.shape[0])
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(sweep, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "sweep_batch_tensor", flaky)
+    got = run_sweep(hf, ids, jobs, batch_size=3, progress=False)
+    assert sizes == [3, 1, 1, 1]
+    torch.testing.assert_close(torch.tensor(got.kl.values), torch.tensor(want.kl.values), atol=1e-5, rtol=1e-4)
+    assert "retrying with batch_size=1" in caplog.text

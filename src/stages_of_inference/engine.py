@@ -1,32 +1,48 @@
-"""The drop/swap sweep engine: prefix caching, block replay, batched metrics.
+"""The drop/swap sweep engine: prefix caching, block replay, batched on-device metrics.
 
 One baseline forward pass per batch records, with a forward pre-hook
-(``with_kwargs=True``) on every block of the ``TransformerBridge``, the exact call each
-block received: the residual stream entering it plus the position embeddings, masks and
-the like. An intervention at layer L leaves blocks 0..L-1 untouched, so it starts from the
-recorded residual entering L and replays only the blocks it needs, in its own order:
+(``with_kwargs=True``) on every transformer block, the exact call each block received:
+the residual stream entering it plus the position embeddings, masks and the like. An
+intervention at layer L leaves blocks 0..L-1 untouched, so it starts from the recorded
+residual entering L and replays only the blocks it needs, in its own order:
 
 * ``drop L``: blocks L+1, ..., N-1 (block L is skipped: the residual passes unchanged);
 * ``swap L``: blocks L+1, L, L+2, ..., N-1 (blocks L and L+1 exchange positions).
 
 Each block is called with its own recorded keyword arguments, so a block keeps its own
-attention type when it moves. The final norm and unembedding are the bridge's own
-``ln_final`` and ``unembed``. No weights are copied or reloaded; the whole sweep over
+attention type when it moves. No weights are copied or reloaded; the whole sweep over
 2N-1 interventions costs about N forward passes instead of 2N.
+
+Which modules run (``attn_implementation``):
+
+* ``"sdpa"`` (default) or ``"eager"``: the plain ``transformers`` modules with that
+  attention implementation. Given a ``TransformerBridge``, the engine unwraps it into a
+  plain module tree that *shares* the bridge's parameters (no copy): TransformerLens
+  boots with eager attention and wraps every linear map and norm in a hook point, which
+  the sweep does not need. Given a ``transformers`` model, it is used directly (a
+  parameter-sharing clone only if its attention implementation differs).
+* ``"bridge"``: the ``TransformerBridge``'s own blocks, hooks and all (slowest).
+
+Metrics stay on the device: each batch's interventions fill one tensor, copied to the
+host once per batch; per-token rows are assembled in bulk with numpy.
 """
 from __future__ import annotations
 
+import copy
+import gc
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import torch
 
-from .metrics import Reference, compare
+from .metrics import BASE_COLUMNS, INTERVENTION_COLUMNS, METRIC_COLUMNS, Reference, metrics_kernel
 
 log = logging.getLogger(__name__)
 
 KINDS = ("drop", "swap")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "bridge")
 
 
 def layers_for(kind: str, n_layers: int) -> list[int]:
@@ -45,6 +61,85 @@ def block_order(kind: str, layer: int, n_layers: int) -> list[int]:
     if kind == "drop":
         return list(range(layer + 1, n_layers))
     return [layer + 1, layer] + list(range(layer + 2, n_layers))
+
+
+# --------------------------------------------------------------------------------------
+# The modules that run: a bridge's own blocks, or a plain transformers module tree
+
+
+def is_bridge(model) -> bool:
+    return hasattr(model, "original_model") and hasattr(model, "blocks")
+
+
+def _unwrapped(module):
+    """The transformers module a TransformerLens bridge component wraps (itself if none)."""
+    while "_original_component" in getattr(module, "_modules", {}) and type(module).__module__.startswith(
+        "transformer_lens"
+    ):
+        module = module._modules["_original_component"]
+    return module
+
+
+def plain_model(model, attn_implementation: str = "sdpa"):
+    """A plain ``transformers`` model for the sweep, sharing ``model``'s parameters.
+
+    ``model`` is a ``TransformerBridge`` (its bridge components are unwrapped) or a
+    ``transformers`` model. The result is a shallow clone of the module tree: new module
+    objects and a new config (so the attention implementation can differ), the very same
+    parameter and buffer tensors. Nothing is copied on the device.
+    """
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation {attn_implementation!r}: use sdpa or eager here.")
+    root = model.original_model if is_bridge(model) else model
+    if not is_bridge(model) and getattr(root.config, "_attn_implementation", None) == attn_implementation:
+        return root
+    old_config = root.config
+    config = copy.deepcopy(old_config)
+    config._attn_implementation = attn_implementation
+    memo: dict[int, torch.nn.Module] = {}
+
+    def clone(module):
+        module = _unwrapped(module)
+        if id(module) in memo:
+            return memo[id(module)]
+        new = copy.copy(module)
+        memo[id(module)] = new
+        state = new.__dict__
+        for key, value in list(state.items()):
+            if "hooks" in key and isinstance(value, dict):
+                state[key] = type(value)()  # hooks on the clone never fire on the original
+            elif value is old_config:
+                state[key] = config
+        state["_parameters"] = dict(module._parameters)
+        state["_buffers"] = dict(module._buffers)
+        state["_modules"] = {k: (None if m is None else clone(m)) for k, m in module._modules.items()}
+        return new
+
+    plain = clone(root)
+    plain.eval()
+    return plain
+
+
+def _decoder_layers(model) -> torch.nn.ModuleList:
+    n = getattr(model.config, "num_hidden_layers", None)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(base, name, None)
+        if isinstance(layers, torch.nn.ModuleList) and (n is None or len(layers) == n):
+            return layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"Cannot find the decoder layers of {type(model).__name__}.")
+
+
+def _final_norm(model):
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    for name in ("norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm"):
+        module = getattr(base, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ValueError(f"Cannot find the final norm of {type(model).__name__}.")
 
 
 @dataclass
@@ -66,19 +161,44 @@ class BlockCall:
 
 @dataclass
 class Sweep:
-    """Runs interventions on a ``TransformerBridge`` without rebuilding it."""
+    """Runs interventions on one model without rebuilding it.
+
+    ``bridge`` is a ``TransformerBridge`` or a ``transformers`` causal LM;
+    ``attn_implementation`` picks the modules that run (module docstring).
+    """
 
     bridge: object
+    attn_implementation: str = "sdpa"
     calls: list[BlockCall] = field(default_factory=list)
 
     def __post_init__(self):
-        self.blocks = list(self.bridge.blocks)
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation is {self.attn_implementation!r}; use one of "
+                f"{', '.join(ATTN_IMPLEMENTATIONS)}."
+            )
+        if self.attn_implementation == "bridge":
+            if not is_bridge(self.bridge):
+                raise ValueError("attn_implementation 'bridge' needs a TransformerBridge.")
+            self.model = self.bridge.original_model
+            self.blocks = list(self.bridge.blocks)
+            self._norm, self._head = self.bridge.ln_final, self.bridge.unembed
+        else:
+            self.model = plain_model(self.bridge, self.attn_implementation)
+            self.blocks = list(_decoder_layers(self.model))
+            self._norm, self._head = _final_norm(self.model), self.model.get_output_embeddings()
         self.n_layers = len(self.blocks)
+        self.checked = False
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     # -- baseline ---------------------------------------------------------------------
     def baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Full forward pass; records every block's call. Returns logits [B, T, V]."""
         calls: list[BlockCall | None] = [None] * self.n_layers
+        last: list[torch.Tensor] = []
 
         def make_hook(i):
             def hook(module, args, kwargs):
@@ -86,19 +206,41 @@ class Sweep:
 
             return hook
 
+        def last_hook(module, args, output):
+            last.append(output[0] if isinstance(output, (tuple, list)) else output)
+
         handles = [
             block.register_forward_pre_hook(make_hook(i), with_kwargs=True)
             for i, block in enumerate(self.blocks)
         ]
+        if not self.checked:
+            handles.append(self.blocks[-1].register_forward_hook(last_hook))
         try:
-            out = self.bridge.original_model(input_ids=input_ids, use_cache=False)
+            out = self.model(input_ids=input_ids, use_cache=False)
         finally:
             for handle in handles:
                 handle.remove()
         if any(c is None for c in calls):
             raise RuntimeError("Some blocks were not called during the baseline pass.")
         self.calls = calls  # type: ignore[assignment]
-        return out.logits
+        logits = out.logits
+        if not self.checked:
+            self._check_unembed(last[-1], logits)
+        return logits
+
+    def _check_unembed(self, hidden, logits):
+        """Once per sweep: norm + unembedding of the last block's output == the model's
+        logits, i.e. the engine's head is the model's head (no missing scale or cap)."""
+        with torch.no_grad():
+            got = self.unembed(hidden)
+        scale = logits.abs().max().clamp(min=1.0)
+        tol = 1e-3 if logits.dtype == torch.float32 else 5e-2
+        if not torch.allclose(got.float(), logits.float(), atol=float(tol * scale), rtol=0):
+            raise RuntimeError(
+                f"{type(self.model).__name__}: final norm + unembedding does not reproduce the "
+                f"model's logits; the sweep engine does not support this architecture's head."
+            )
+        self.checked = True
 
     # -- interventions ----------------------------------------------------------------
     def residual_in(self, layer: int) -> torch.Tensor:
@@ -112,7 +254,7 @@ class Sweep:
         return self.unembed(hidden[:, positions])
 
     def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.bridge.unembed(self.bridge.ln_final(hidden))
+        return self._head(self._norm(hidden))
 
     def intervene(self, kind: str, layer: int, positions: slice = slice(None)) -> torch.Tensor:
         return self.run_from(layer, block_order(kind, layer, self.n_layers), positions)
@@ -126,20 +268,64 @@ def _targets(input_ids: torch.Tensor, first: int):
     return targets, targets >= 0
 
 
-def sweep_batch(sweep: Sweep, input_ids, jobs: Iterable[tuple[str, int]], first: int = 1):
-    """Baseline + every (kind, layer) in ``jobs`` on one batch.
+def sweep_batch_tensor(sweep: Sweep, input_ids, jobs: Sequence[tuple[str, int]], first: int = 1, kernel=None):
+    """Baseline + every (kind, layer) in ``jobs`` on one batch, all on the device.
 
-    Returns ``{(kind, layer): {metric: tensor [B, T-first]}}`` on the device.
+    Returns ``(base [len(BASE_COLUMNS), B, T-first], out [len(jobs),
+    len(INTERVENTION_COLUMNS), B, T-first])``, float32. Nothing is synchronised or copied
+    to the host: the device runs ahead of Python.
     """
+    kernel = kernel or metrics_kernel
     positions = slice(first, None)
     logits = sweep.baseline(input_ids)[:, positions]
     targets, has_target = _targets(input_ids, first)
     ref = Reference.from_logits(logits, targets, has_target)
     del logits
-    out = {}
-    for kind, layer in jobs:
-        out[(kind, layer)] = compare(ref, sweep.intervene(kind, layer, positions), targets, has_target)
-    return out
+    base = torch.stack([ref.entropy, ref.loss, ref.correct])
+    out = torch.empty(
+        (len(jobs), len(INTERVENTION_COLUMNS), *targets.shape), dtype=torch.float32, device=input_ids.device
+    )
+    for j, (kind, layer) in enumerate(jobs):
+        out[j] = kernel(
+            sweep.intervene(kind, layer, positions), ref.p, ref.neg_entropy_nats, ref.argmax,
+            ref.safe_targets, has_target,
+        )
+    return base, out
+
+
+def sweep_batch(sweep: Sweep, input_ids, jobs: Iterable[tuple[str, int]], first: int = 1):
+    """Baseline + every (kind, layer) in ``jobs`` on one batch.
+
+    Returns ``{(kind, layer): {metric: tensor [B, T-first]}}`` on the device.
+    """
+    jobs = list(jobs)
+    base, out = sweep_batch_tensor(sweep, input_ids, jobs, first)
+    return {job: _columns(base, out[j]) for j, job in enumerate(jobs)}
+
+
+def _columns(base, values) -> dict:
+    """All METRIC_COLUMNS from the base and one intervention's metrics (tensors or arrays)."""
+    b = dict(zip(BASE_COLUMNS, base))
+    v = dict(zip(INTERVENTION_COLUMNS, values))
+    cols = {
+        "kl": v["kl"],
+        "top1_agree": v["top1_agree"],
+        "entropy_base": b["entropy_base"],
+        "entropy": v["entropy"],
+        "entropy_change": v["entropy"] - b["entropy_base"],
+        "loss_base": b["loss_base"],
+        "loss": v["loss"],
+        "loss_change": v["loss"] - b["loss_base"],
+        "correct_base": b["correct_base"],
+        "correct": v["correct"],
+    }
+    return {name: cols[name] for name in METRIC_COLUMNS}
+
+
+def compiled_kernel():
+    """``metrics_kernel`` through ``torch.compile``: one fused pass over the vocabulary
+    instead of several (log_softmax, exp, products and sums are memory-bound)."""
+    return torch.compile(metrics_kernel, dynamic=None)
 
 
 def run_sweep(
@@ -150,60 +336,78 @@ def run_sweep(
     batch_size: int = 8,
     first: int = 1,
     progress: bool = True,
+    attn_implementation: str = "sdpa",
+    compile: bool = False,
+    sweep: Sweep | None = None,
 ):
     """Stream the corpus through the sweep; return a tidy per-token ``DataFrame``.
 
-    ``first`` is the first scored position (1 skips BOS). On CUDA out-of-memory the batch
-    size is halved and the batch retried.
+    ``bridge`` is a ``TransformerBridge`` or a ``transformers`` causal LM. ``first`` is
+    the first scored position (1 skips BOS). Memory is bounded by one batch. Per batch:
+    one baseline pass, the interventions, one device-to-host copy. On CUDA out-of-memory
+    the batch size is halved and the batch retried (and kept for the batches after).
     """
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
-    device = next(bridge.original_model.parameters()).device
-    sweep = Sweep(bridge)
+    jobs = list(jobs)
+    if sweep is None:
+        sweep = Sweep(bridge, attn_implementation=attn_implementation)
+    kernel = compiled_kernel() if compile else metrics_kernel
+    device = sweep.device
     n_seq, seq_len = tokens.shape
     n_pos = seq_len - first
-    results = {job: {} for job in jobs}
-    chunks: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {job: [] for job in jobs}
+    # host buffers: [metric, job, seq, pos] so that every column is one contiguous view
+    host_base = np.empty((len(BASE_COLUMNS), n_seq, n_pos), dtype=np.float32)
+    host = np.empty((len(INTERVENTION_COLUMNS), len(jobs), n_seq, n_pos), dtype=np.float32)
     bar = tqdm(total=n_seq, desc=f"sweep {len(jobs)} interventions", unit="seq", disable=not progress)
     start = 0
     while start < n_seq:
         stop = min(start + batch_size, n_seq)
-        batch = tokens[start:stop].to(device)
+        oom = False
         try:
             with torch.inference_mode():
-                metrics = sweep_batch(sweep, batch, jobs, first)
+                base, out = sweep_batch_tensor(sweep, tokens[start:stop].to(device), jobs, first, kernel)
+                # the one device->host copy of this batch
+                both = torch.cat([base.reshape(-1), out.transpose(0, 1).reshape(-1)]).cpu().numpy()
         except torch.OutOfMemoryError:
-            sweep.calls = []
+            oom = True  # recover outside the except block, so the traceback's tensors are freed
+        sweep.calls = []
+        if oom:
+            base = out = None
             if batch_size == 1:
-                raise
+                raise torch.OutOfMemoryError("CUDA out of memory with batch_size=1.")
             batch_size = max(1, batch_size // 2)
+            gc.collect()
             torch.cuda.empty_cache()
             log.warning("CUDA out of memory: retrying with batch_size=%d", batch_size)
             continue
-        for job, values in metrics.items():
-            # one device->host copy per intervention and batch
-            stacked = torch.stack(list(values.values())).float().cpu().numpy()
-            chunks[job].append(dict(zip(values.keys(), stacked)))
-        sweep.calls = []
+        nb = base.numel()
+        host_base[:, start:stop] = both[:nb].reshape(len(BASE_COLUMNS), stop - start, n_pos)
+        host[:, :, start:stop] = both[nb:].reshape(len(INTERVENTION_COLUMNS), len(jobs), stop - start, n_pos)
         bar.update(stop - start)
         start = stop
     bar.close()
+    sweep.final_batch_size = batch_size
 
-    frames = []
-    seq_idx = np.repeat(np.arange(n_seq, dtype=np.int32), n_pos)
-    pos_idx = np.tile(np.arange(first, seq_len, dtype=np.int32), n_seq)
-    for kind, layer in jobs:
-        parts = chunks[(kind, layer)]
-        cols = {name: np.concatenate([p[name] for p in parts]).reshape(-1) for name in parts[0]}
-        frame = pd.DataFrame(cols)
-        frame.insert(0, "pos", pos_idx)
-        frame.insert(0, "seq", seq_idx)
-        frame.insert(0, "layer", np.int32(layer))
-        frame.insert(0, "kind", kind)
-        frames.append(frame)
-    del results
-    df = pd.concat(frames, ignore_index=True)
-    df["kind"] = df["kind"].astype("category")
+    n_rows = len(jobs) * n_seq * n_pos
+    frame = {
+        "kind": pd.Categorical.from_codes(
+            np.repeat(np.array([KINDS.index(k) for k, _ in jobs], dtype=np.int8), n_seq * n_pos),
+            categories=list(KINDS),
+        ),
+        "layer": np.repeat(np.array([layer for _, layer in jobs], dtype=np.int32), n_seq * n_pos),
+        "seq": np.tile(np.repeat(np.arange(n_seq, dtype=np.int32), n_pos), len(jobs)),
+        "pos": np.tile(np.arange(first, seq_len, dtype=np.int32), len(jobs) * n_seq),
+    }
+    base_b = host_base[:, None]  # broadcast over jobs
+    cols = _columns(base_b, host)
+    for name in METRIC_COLUMNS:
+        col = cols[name]
+        if col.shape[0] != len(jobs):
+            col = np.broadcast_to(col, host.shape[1:])
+        frame[name] = np.ascontiguousarray(col).reshape(n_rows)
+    df = pd.DataFrame(frame, copy=False)
+    df["kind"] = df["kind"].cat.remove_unused_categories()
     return df

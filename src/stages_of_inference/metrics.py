@@ -14,7 +14,7 @@ LN2 = math.log(2.0)
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits.float(), dim=-1)
+    return torch.log_softmax(logits, dim=-1, dtype=torch.float32)
 
 
 def entropy_bits(lp: torch.Tensor) -> torch.Tensor:
@@ -38,35 +38,63 @@ class Reference:
     entropy: torch.Tensor  # [B, T] bits
     loss: torch.Tensor  # [B, T] nats, NaN where no next token
     correct: torch.Tensor  # [B, T] float 0/1, NaN where no next token
+    safe_targets: torch.Tensor | None = None  # [B, T] next token, 0 where none
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, targets: torch.Tensor, has_target: torch.Tensor):
         lp = log_probs(logits)
         p = lp.exp()
-        neg_h = torch.linalg.vecdot(p, lp)
+        neg_h = (p * lp).sum(-1)
         argmax = lp.argmax(-1)
         loss, correct = _loss_correct(lp, argmax, targets, has_target)
-        return cls(lp, p, neg_h, argmax, -neg_h / LN2, loss, correct)
+        return cls(lp, p, neg_h, argmax, -neg_h / LN2, loss, correct, targets.clamp(min=0))
 
 
 def _loss_correct(lp, argmax, targets, has_target):
-    nan = torch.tensor(float("nan"), device=lp.device)
     safe = targets.clamp(min=0)
     loss = -lp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     correct = (argmax == safe).float()
+    nan = torch.full_like(loss, float("nan"))
     return torch.where(has_target, loss, nan), torch.where(has_target, correct, nan)
+
+
+# Per-token metrics of the unmodified model (once per batch) and of each intervention.
+BASE_COLUMNS = ("entropy_base", "loss_base", "correct_base")
+INTERVENTION_COLUMNS = ("kl", "top1_agree", "entropy", "loss", "correct")
+
+
+def metrics_kernel(logits, ref_p, ref_neg_entropy_nats, ref_argmax, safe_targets, has_target):
+    """INTERVENTION_COLUMNS of intervened ``logits`` [B, T, V], stacked: [5, B, T] float32.
+
+    Written for few passes over the vocabulary (the cost is memory traffic, not
+    arithmetic) and for ``torch.compile``, which fuses it into one or two reductions.
+    Bfloat16 logits are upcast inside log_softmax, never copied.
+    """
+    lp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    neg_h = (lp.exp() * lp).sum(-1)
+    cross = (ref_p * lp).sum(-1)
+    argmax = lp.argmax(-1)
+    loss = -lp.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    nan = torch.full_like(loss, float("nan"))
+    return torch.stack(
+        [
+            (ref_neg_entropy_nats - cross).clamp(min=0.0),  # KL(P_base || P_int), nats
+            (argmax == ref_argmax).float(),
+            -neg_h / LN2,  # entropy, bits
+            torch.where(has_target, loss, nan),
+            torch.where(has_target, (argmax == safe_targets).float(), nan),
+        ]
+    )
 
 
 def compare(ref: Reference, logits: torch.Tensor, targets, has_target) -> dict[str, torch.Tensor]:
     """Metrics of intervened ``logits`` against the reference, each ``[B, T]``."""
-    lp = log_probs(logits)
-    kl = ref.neg_entropy_nats - torch.linalg.vecdot(ref.p, lp)
-    entropy = -torch.linalg.vecdot(lp.exp(), lp) / LN2
-    argmax = lp.argmax(-1)
-    loss, correct = _loss_correct(lp, argmax, targets, has_target)
+    kl, agree, entropy, loss, correct = metrics_kernel(
+        logits, ref.p, ref.neg_entropy_nats, ref.argmax, targets.clamp(min=0), has_target
+    )
     return {
-        "kl": kl.clamp(min=0.0),
-        "top1_agree": (argmax == ref.argmax).float(),
+        "kl": kl,
+        "top1_agree": agree,
         "entropy_base": ref.entropy,
         "entropy": entropy,
         "entropy_change": entropy - ref.entropy,
