@@ -209,9 +209,17 @@ def extract_layer_stats(bridge, tokens: torch.Tensor, *, batch_size: int = 8, fi
 def summarise_layer_stats(df, n_layers: int):
     """Per (model, layer): mean and standard error over tokens of every column, the
     attention/MLP norm ratio (ratio of means, delta-method SE), and relative depth."""
-    from .metrics import summarise
+    import pandas as pd
 
-    summary = summarise(df, by=("model", "layer"), columns=TOKEN_COLUMNS)
+    grouped = df.groupby(["model", "layer"], sort=True)
+    parts = []
+    for col in TOKEN_COLUMNS:  # NaN (prev5 before q = 5) skipped
+        agg = grouped[col].agg(["mean", "std", "count"])
+        parts.append(pd.DataFrame({f"{col}_mean": agg["mean"],
+                                   f"{col}_se": agg["std"] / np.sqrt(agg["count"].clip(lower=1))}))
+    summary = pd.concat(parts, axis=1)
+    summary["n_tokens"] = grouped.size()
+    summary = summary.reset_index()
     ratios = []
     for (model, layer), g in df.groupby(["model", "layer"], sort=True):
         ratios.append(norm_ratio(g["attn_norm"].to_numpy(), g["mlp_norm"].to_numpy()))

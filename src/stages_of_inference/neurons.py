@@ -108,20 +108,23 @@ def layer_moments(w_out_layer: torch.Tensor, w_u_unit: torch.Tensor, chunk: int 
     for start in range(0, w_out_layer.shape[0], chunk):
         cos = _unit(w_out_layer[start : start + chunk], 1) @ w_u_unit
         s, k = moments(cos, dim=-1)
-        skews.append(s)
-        kurts.append(k)
+        skews.append(s.cpu())
+        kurts.append(k.cpu())
     return torch.cat(skews).numpy(), torch.cat(kurts).numpy()
 
 
-def neuron_table(bridge, model: str) -> "pd.DataFrame":  # noqa: F821
-    """One row per MLP neuron: ``model, layer, neuron, skew, kurtosis, type``."""
+def neuron_table(bridge, model: str, device: str = "cpu") -> "pd.DataFrame":  # noqa: F821
+    """One row per MLP neuron: ``model, layer, neuron, skew, kurtosis, type``.
+
+    ``device``: where the cosines are computed (a GPU for billion-parameter models).
+    """
     import pandas as pd
 
     w_out, w_u = folded_weights(bridge)
-    w_u_unit = _unit(w_u, 0)
+    w_u_unit = _unit(w_u.to(device), 0)
     frames = []
     for layer in range(w_out.shape[0]):
-        skew, kurt = layer_moments(w_out[layer], w_u_unit)
+        skew, kurt = layer_moments(w_out[layer].to(device), w_u_unit)
         n = len(skew)
         frames.append(
             pd.DataFrame(

@@ -1,0 +1,93 @@
+# Figures 4-8 and Table 2: one hooked pass per model (extract), the weights alone (neurons),
+# and figure rules that only read tables.
+
+
+rule extract:
+    """Per-layer statistics in one streamed forward pass with hooks: attention to the
+    previous five tokens, attention/MLP write norms, logit-lens KL and entropy."""
+    input:
+        model="results/models/{model}/manifest.json",
+        tokens="results/{model}/tokens.pt",
+        record="results/{model}/tokens.json",
+    output:
+        tokens="results/{model}/layer_stats_tokens.parquet",
+        summary="results/{model}/layer_stats.parquet",
+    params:
+        runtime=RUNTIME,
+        batch_size=config["interventions"]["batch_size"],
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/extract/{model}.log",
+    benchmark:
+        "results/benchmarks/extract/{model}.tsv"
+    script:
+        "../scripts/extract.py"
+
+
+rule neurons:
+    """Prediction / suppression neurons from the folded weights (no forward pass), and
+    the model's row of Table 2."""
+    input:
+        model="results/models/{model}/manifest.json",
+    output:
+        neurons="results/{model}/neurons.parquet",
+        info="results/{model}/model_info.json",
+    params:
+        spec=lambda wc: config["models"][wc.model],
+        runtime=RUNTIME,
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/neurons/{model}.log",
+    benchmark:
+        "results/benchmarks/neurons/{model}.tsv"
+    script:
+        "../scripts/neurons.py"
+
+
+DEPTH_FIGURES = {
+    4: "Figure 4: attention to the previous five tokens",
+    5: "Figure 5: attention vs. MLP",
+    6: "Figure 6: logit lens and neuron types",
+    7: "Figure 7: MLP output norm",
+    8: "Figure 8: logit-lens entropy",
+}
+
+# fig4 ... fig8: one line per model against relative depth; Figure 6 also reads the
+# neuron tables.
+for _n, _title in DEPTH_FIGURES.items():
+
+    rule:
+        name:
+            f"fig{_n}"
+        input:
+            summaries=expand("results/{model}/layer_stats.parquet", model=MODELS),
+            neurons=expand("results/{model}/neurons.parquet", model=MODELS) if _n == 6 else [],
+        output:
+            report(f"figures/fig{_n}.pdf", caption=f"../report/fig{_n}.rst", category=_title),
+        params:
+            number=_n,
+        log:
+            f"logs/figures/fig{_n}.log",
+        benchmark:
+            f"results/benchmarks/figures/fig{_n}.tsv"
+        script:
+            "../scripts/fig_depth.py"
+
+
+rule table2:
+    """Table 2: family, parameters, layers, d_model and heads of every configured model."""
+    input:
+        expand("results/{model}/model_info.json", model=MODELS),
+    output:
+        csv=report("figures/table2.csv", category="Table 2: the models"),
+        md="figures/table2.md",
+    log:
+        "logs/figures/table2.log",
+    benchmark:
+        "results/benchmarks/figures/table2.tsv"
+    script:
+        "../scripts/table2.py"
