@@ -336,6 +336,35 @@ def load_bridge(manifest_or_path, device: str = "auto", dtype: str = "float32"):
     return bridge
 
 
+def load_hf_model(manifest_or_path, device: str = "auto", dtype: str = "float32",
+                  attn_implementation: str = "sdpa"):
+    """Load a prepared model as a plain ``transformers`` causal LM (eval mode).
+
+    What the intervention sweep runs (``engine.Sweep`` accepts it as well as a bridge):
+    the same weights as ``load_bridge``, without importing TransformerLens (several
+    seconds of every job's start-up) and with a free choice of attention implementation.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(manifest_or_path, dict):
+        manifest = manifest_or_path
+    elif str(manifest_or_path).endswith(".json"):
+        manifest = json.loads(Path(manifest_or_path).read_text())
+    else:
+        manifest = {"name": str(manifest_or_path), "path": str(manifest_or_path)}
+    path = manifest["path"]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation
+        )
+    except OSError as exc:
+        spec = ModelSpec(name=manifest.get("name", path), source="hf", hf_name=path)
+        raise _hub_unavailable(spec) from exc
+    torch.set_grad_enabled(False)
+    return model.to(resolve_device(device)).eval()
+
+
 def bridge_from_hf_model(hf_model, tokenizer, name: str = "local"):
     """Wrap an in-memory ``transformers`` model (tests, benchmarks) in a bridge."""
     from transformer_lens.model_bridge import TransformerBridge

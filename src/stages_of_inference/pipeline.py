@@ -99,13 +99,30 @@ def intervene(
     batch_size: int,
     out: str,
 ) -> None:
-    from .engine import run_sweep
+    import time
 
-    bridge = _load(manifest, runtime)
+    import torch
+
+    from .engine import run_sweep
+    from .models import load_hf_model
+
+    t0 = time.perf_counter()
+    attn = runtime.get("attn_implementation", "sdpa")
+    torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
+    if attn == "bridge":
+        net = _load(manifest, runtime)
+    else:  # a plain transformers model: TransformerLens is not even imported
+        set_threads(runtime.get("threads"))
+        net = load_hf_model(manifest, device=runtime.get("device", "auto"),
+                            dtype=runtime.get("dtype", "float32"), attn_implementation=attn)
     tokens, first = _tokens(tokens_path, record_path)
     layers = parse_chunk(chunk)
+    log.info("model loaded in %.1f s (attention: %s)", time.perf_counter() - t0, attn)
     log.info("%s %s layers %s on %d x %d tokens", model, kind, chunk, *tokens.shape)
-    df = run_sweep(bridge, tokens, [(kind, layer) for layer in layers], batch_size=batch_size, first=first)
+    t1 = time.perf_counter()
+    df = run_sweep(net, tokens, [(kind, layer) for layer in layers], batch_size=batch_size, first=first,
+                   attn_implementation=attn, compile=bool(runtime.get("compile", False)))
+    log.info("sweep of %d interventions took %.1f s", len(layers), time.perf_counter() - t1)
     df.insert(0, "model", model)
     write_parquet(df, out)
     log.info("wrote %d rows to %s", len(df), out)
