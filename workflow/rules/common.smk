@@ -51,4 +51,7 @@ ALL_TARGETS = [
     "figures/fig3.pdf",
     "figures/table_robustness.md",
     "figures/table_robustness.csv",
+    *(f"figures/fig{n}.pdf" for n in (4, 5, 6, 7, 8)),
+    "figures/table2.md",
+    "figures/table2.csv",
 ]
