@@ -196,3 +196,39 @@ def test_summary(tiny_pair, ids):
     assert row["prev5_attn_mean"] == pytest.approx(g["prev5_attn"].mean())  # NaNs skipped
     assert row["prev5_attn_se"] == pytest.approx(g["prev5_attn"].std() / np.sqrt(g["prev5_attn"].count()))
     assert row["attn_mlp_ratio_mean"] == pytest.approx(g["attn_norm"].mean() / g["mlp_norm"].mean())
+
+
+def test_figures_and_table2_render(tmp_path):
+    """The figure functions draw every model from tables alone (no model is run)."""
+    from stages_of_inference.depth_pipeline import figure, table2
+    from stages_of_inference.io import write_json
+
+    rows, neurons = [], []
+    for model, n, scale in (("a", 4, 1.0), ("b", 7, 100.0)):
+        for layer in range(n):
+            row = {"model": model, "layer": layer, "n_layers": n, "rel_depth": layer / (n - 1)}
+            for col in ("prev5_attn", "attn_norm", "mlp_norm", "attn_norm_raw", "mlp_norm_raw",
+                        "lens_kl", "lens_entropy", "attn_mlp_ratio"):
+                row[f"{col}_mean"], row[f"{col}_se"] = scale * (1 + layer), 0.1
+            rows.append(row)
+            for neuron, kind in enumerate(("prediction", "suppression", "other")):
+                neurons.append({"model": model, "layer": layer, "neuron": neuron, "skew": 0.0,
+                                "kurtosis": 3.0, "type": kind})
+    summaries, tables, infos = [], [], []
+    all_rows, all_neurons = pd.DataFrame(rows), pd.DataFrame(neurons)
+    for model in ("a", "b"):
+        summaries.append(tmp_path / f"{model}.parquet")
+        all_rows[all_rows.model == model].to_parquet(summaries[-1])
+        tables.append(tmp_path / f"{model}_neurons.parquet")
+        all_neurons[all_neurons.model == model].to_parquet(tables[-1])
+        infos.append(tmp_path / f"{model}.json")
+        write_json({"model": model, "family": "X", "parameters": 1234567, "layers": 4, "d_model": 8,
+                    "heads": 2}, infos[-1])
+    for n in (4, 5, 6, 7, 8):
+        out = tmp_path / f"fig{n}.pdf"
+        figure(n, summaries, out, neuron_tables=tables if n == 6 else ())
+        assert out.read_bytes()[:5] == b"%PDF-" and out.stat().st_size > 5_000
+    table2(infos, tmp_path / "t.csv", tmp_path / "t.md")
+    assert list(pd.read_csv(tmp_path / "t.csv").columns) == ["model", "family", "parameters", "layers",
+                                                            "d_model", "heads"]
+    assert "1.2M" in (tmp_path / "t.md").read_text()

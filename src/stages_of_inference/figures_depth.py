@@ -21,9 +21,21 @@ SINGLE_PANEL = {
 }
 
 
-def _wide_range(values: pd.Series, factor: float = 30.0) -> bool:
-    v = values[np.isfinite(values) & (values > 0)]
-    return len(v) > 1 and v.max() / v.min() > factor
+def _models_differ_in_scale(summary: pd.DataFrame, column: str, factor: float = 30.0) -> bool:
+    """Whether the models' typical values differ by more than ``factor`` (a random-weight
+    control next to a trained model), so that one linear axis would flatten some."""
+    typical = summary.groupby("model")[column].median()
+    typical = typical[np.isfinite(typical) & (typical > 0)]
+    return len(typical) > 1 and typical.max() / typical.min() > factor
+
+
+def _log_axis(ax) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_depth_metric(summary: pd.DataFrame, figure: int, out_pdf) -> None:
@@ -36,9 +48,9 @@ def plot_depth_metric(summary: pd.DataFrame, figure: int, out_pdf) -> None:
         line_with_band(ax, g, f"{column}_mean", f"{column}_se", palette[model], model)
     if figure == 5:
         ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
-    # models of very different scale (a random-weight control next to a trained model)
-    if figure in (5, 7) and _wide_range(summary[f"{column}_mean"]):
-        ax.set_yscale("log")
+    # a ratio reads best on a log axis; norms too when models differ in scale
+    if figure == 5 or (figure == 7 and _models_differ_in_scale(summary, f"{column}_mean")):
+        _log_axis(ax)
     if figure == 8:
         ax.set_ylim(bottom=0)
     ax.set_xlim(-0.02, 1.02)
