@@ -153,3 +153,20 @@ def test_out_of_memory_halves_the_batch(tiny_pair, ids, monkeypatch, caplog):
     assert sizes == [3, 1, 1, 1]
     torch.testing.assert_close(torch.tensor(got.kl.values), torch.tensor(want.kl.values), atol=1e-5, rtol=1e-4)
     assert "retrying with batch_size=1" in caplog.text
+
+
+def test_blocked_metrics_equal_whole_tensor_metrics():
+    from stages_of_inference.metrics import Reference, metrics_kernel, metrics_kernel_blocked
+
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 7, 1000)
+    logits, base = (torch.randn(shape, generator=g) * 4 for _ in range(2))
+    targets = torch.randint(0, 1000, shape[:-1], generator=g)
+    targets[:, -1] = -1
+    has = targets >= 0
+    ref = Reference.from_logits(base, targets, has)
+    args = (logits, ref.p, ref.neg_entropy_nats, ref.argmax, ref.safe_targets, has)
+    want = metrics_kernel(*args)
+    for block_bytes in (1, 4 * 1000 * 2, 4 * 1000 * 5, 1 << 30):
+        got = metrics_kernel_blocked(*args, block_bytes=block_bytes)
+        torch.testing.assert_close(got, want, equal_nan=True, atol=1e-6, rtol=1e-6)

@@ -37,7 +37,14 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .metrics import BASE_COLUMNS, INTERVENTION_COLUMNS, METRIC_COLUMNS, Reference, metrics_kernel
+from .metrics import (
+    BASE_COLUMNS,
+    INTERVENTION_COLUMNS,
+    METRIC_COLUMNS,
+    Reference,
+    metrics_kernel,
+    metrics_kernel_blocked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +331,32 @@ def _columns(base, values) -> dict:
 
 def compiled_kernel():
     """``metrics_kernel`` through ``torch.compile``: one fused pass over the vocabulary
-    instead of several (log_softmax, exp, products and sums are memory-bound)."""
-    return torch.compile(metrics_kernel, dynamic=None)
+    instead of several (log_softmax, exp, products and sums are memory-bound). Falls back
+    to the eager kernel, with a warning, if compilation fails (e.g. no Triton)."""
+    compiled = torch.compile(metrics_kernel, dynamic=None)
+    state = {"fn": compiled}
+
+    def kernel(*args):
+        if state["fn"] is compiled:
+            try:
+                return compiled(*args)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # pragma: no cover - depends on the toolchain
+                log.warning("torch.compile of the metrics failed (%s); using the eager kernel", exc)
+                state["fn"] = metrics_kernel
+        return state["fn"](*args)
+
+    return kernel
+
+
+def resolve_compile(compile, device) -> bool:
+    """``compile`` is True, False or "auto" (compile on CUDA, where the fused metrics save
+    most of their memory traffic and Triton is there; not on the CPU, where compiling
+    costs more than it saves in a job)."""
+    if compile == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(compile)
 
 
 def run_sweep(
@@ -337,7 +368,7 @@ def run_sweep(
     first: int = 1,
     progress: bool = True,
     attn_implementation: str = "sdpa",
-    compile: bool = False,
+    compile: bool | str = False,
     sweep: Sweep | None = None,
 ):
     """Stream the corpus through the sweep; return a tidy per-token ``DataFrame``.
@@ -346,6 +377,7 @@ def run_sweep(
     the first scored position (1 skips BOS). Memory is bounded by one batch. Per batch:
     one baseline pass, the interventions, one device-to-host copy. On CUDA out-of-memory
     the batch size is halved and the batch retried (and kept for the batches after).
+    ``compile`` (True, False or "auto": on CUDA only) fuses the per-token metrics.
     """
     import numpy as np
     import pandas as pd
@@ -354,8 +386,11 @@ def run_sweep(
     jobs = list(jobs)
     if sweep is None:
         sweep = Sweep(bridge, attn_implementation=attn_implementation)
-    kernel = compiled_kernel() if compile else metrics_kernel
     device = sweep.device
+    if resolve_compile(compile, device):
+        kernel = compiled_kernel()
+    else:  # on the CPU, cache-sized blocks of tokens; on a GPU, whole tensors
+        kernel = metrics_kernel_blocked if device.type == "cpu" else metrics_kernel
     n_seq, seq_len = tokens.shape
     n_pos = seq_len - first
     # host buffers: [metric, job, seq, pos] so that every column is one contiguous view
