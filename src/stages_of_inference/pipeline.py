@@ -121,7 +121,7 @@ def intervene(
     log.info("%s %s layers %s on %d x %d tokens", model, kind, chunk, *tokens.shape)
     t1 = time.perf_counter()
     df = run_sweep(net, tokens, [(kind, layer) for layer in layers], batch_size=batch_size, first=first,
-                   attn_implementation=attn, compile=bool(runtime.get("compile", False)))
+                   attn_implementation=attn, compile=runtime.get("compile", "auto"))
     log.info("sweep of %d interventions took %.1f s", len(layers), time.perf_counter() - t1)
     df.insert(0, "model", model)
     write_parquet(df, out)
