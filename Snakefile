@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/interventions.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/casestudies.smk"
 
 
 rule all:

@@ -22,7 +22,7 @@ def snakemake(*args, cwd=REPO, check=True, timeout=1500):
 
 
 def test_default_dry_run_plans_every_layer():
-    out = snakemake("-n", "--cores", "2", "all").stdout
+    out = snakemake("-n", "--forceall", "--cores", "2", "all").stdout  # whatever results/ holds
     # embedded SmolLM2: 30 layers -> drop 0..29 and swap 0..28 in chunks of 15
     for chunk in ("drop/000-014", "drop/015-029", "swap/000-014", "swap/015-028"):
         assert f"results/smollm2/interventions/{chunk}.parquet" in out
@@ -61,8 +61,12 @@ def tiny_run(tmp_path_factory):
 
 
 def test_tiny_workflow_builds_figures(tiny_run):
-    pdf = tiny_run / "figures/fig3.pdf"
-    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+    for n in range(3, 11):  # every figure of `all`, figures 3-10
+        pdf = tiny_run / f"figures/fig{n}.pdf"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000, pdf
+    assert "tiny-gpt2" in (tiny_run / "figures/table2.md").read_text()
+    scores = pd.read_parquet(tiny_run / "results/tiny-llama/subjoiner_scores.parquet")
+    assert len(scores) == 4 * 4  # every head of every layer scored
     table = pd.read_csv(tiny_run / "figures/table_robustness.csv")
     assert set(table.model) == {"tiny-llama", "tiny-gpt2", "tiny-neox"}
     assert set(table.intervention) == {"drop", "swap"}

@@ -54,4 +54,6 @@ ALL_TARGETS = [
     *(f"figures/fig{n}.pdf" for n in (4, 5, 6, 7, 8)),
     "figures/table2.md",
     "figures/table2.csv",
+    "figures/fig9.pdf",
+    "figures/fig10.pdf",
 ]

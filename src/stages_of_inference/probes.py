@@ -1,0 +1,380 @@
+"""Predicting the suffix "ing" (FIGURES.md, Figure 10).
+
+*ing tokens.* A vocabulary token is an *ing token* when its text, without surrounding
+whitespace, is letters only and ends in ``ing`` (``" running"``, ``"ing"``, ``"ting"``).
+
+*Prompts* (``build_prompts``). From the configured corpus (standalone lower-case words,
+:mod:`stages_of_inference.words`), the position just before the *last* token of a word:
+
+* positive: the word ends in ``ing`` and its last token is an ing token (``" runn|ing"``,
+  or ``" running"`` as one token);
+* negative: the word does not end in ``ing`` (its last token is then not an ing token).
+
+Words ending in ``ing`` whose last token is not an ing token (``"runnin|g"``) are left
+out. Each prompt is ``[BOS] + context_tokens`` tokens of the document ending just before
+that token, so the *label* is "the next token ends a word in -ing" (1) or not (0).
+The set is balanced: ``n_prompts`` positives (seeded, at most ``max_per_word`` per word)
+and as many negatives, matched on whether the next token continues a word that the
+prompt's last token began (so a probe cannot win by detecting "inside a word"). A
+stratified held-out split (``test_fraction``, ``seed``) is fixed with the prompts.
+
+*Neurons* (``neuron_table``, ``select_neurons``). With the folded weights of
+:func:`stages_of_inference.neurons.folded_weights`, every MLP neuron gets the cosines
+``cos(w_out, W_U[:, v])`` over the vocabulary, and its *ing separation*: the standardised
+mean difference ``(mean over ing tokens − mean over other tokens) / std over the
+vocabulary``. Prediction neurons for "ing" are those with the largest positive
+separation, suppression neurons those with the most negative; with ``require_type`` they
+are taken first among the Universal-Neurons prediction (resp. suppression) neurons
+(kurtosis > 10, skew > 0 resp. < 0), filling up from the rest when there are too few.
+
+*Probes* (``fit_probes``). Logistic regression (scikit-learn, standardised inputs) on the
+post-nonlinearity activation at the last position (``blocks.{L}.mlp.hook_post``, the
+input of the MLP's output projection) of each selected neuron alone, and of growing
+ensembles (neurons added in order of |separation|), trained on the training split and
+scored on the held-out split. *The model's accuracy* is measured the same way on the
+same held-out prompts: the model "says ing" when its top-1 next token is an ing token,
+and is right when that matches the label.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .words import bos_prefix, cap_per_word, display_token, scan_corpus
+
+log = logging.getLogger(__name__)
+
+SUFFIX = "ing"
+ROLES = ("prediction", "suppression")
+PROMPT_COLUMNS = ["model", "prompt_id", "label", "continues_word", "word", "n_subtokens", "doc",
+                  "char_start", "next_token_id", "next_token", "split", "input_ids"]
+PREDICTION_COLUMNS = ["model_top1_id", "model_top1", "model_says_ing", "model_p_ing", "model_top1_correct"]
+NEURON_COLUMNS = ["model", "layer", "neuron", "ing_mean", "other_mean", "ing_separation", "skew",
+                  "kurtosis", "type", "role", "role_rank", "order"]
+VOCAB_COLUMNS = ["model", "role", "layer", "neuron", "token_id", "token", "is_ing", "cosine"]
+ACTIVATION_COLUMNS = ["model", "prompt_id", "layer", "neuron", "activation"]
+PROBE_COLUMNS = ["model", "probe", "n_neurons", "order", "layer", "neuron", "role", "type",
+                 "ing_separation", "train_accuracy", "test_accuracy", "n_train", "n_test"]
+
+
+@dataclass
+class IngSpec:
+    context_tokens: int = 24
+    n_prompts: int = 300
+    max_per_word: int = 5
+    n_neurons: int = 10
+    require_type: bool = True
+    test_fraction: float = 0.3
+    min_prompts: int = 10
+    batch_size: int = 16
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, entry: dict | None) -> "IngSpec":
+        entry = dict(entry or {})
+        unknown = set(entry) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"casestudies.ing: unknown keys {sorted(unknown)}.")
+        spec = cls(**entry)
+        if not 0 < spec.test_fraction < 1:
+            raise ValueError("casestudies.ing.test_fraction must be in (0, 1).")
+        return spec
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_ing_string(text: str) -> bool:
+    word = text.strip()
+    return word.isalpha() and word.lower().endswith(SUFFIX)
+
+
+def token_strings(tokenizer, n: int | None = None) -> list[str]:
+    n = len(tokenizer) if n is None else min(n, len(tokenizer))
+    return tokenizer.batch_decode([[i] for i in range(n)])
+
+
+def ing_mask(tokenizer, d_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(is_ing [d_vocab], is_real [d_vocab])``; columns past the tokenizer are padding."""
+    strings = token_strings(tokenizer, d_vocab)
+    is_ing = np.zeros(d_vocab, dtype=bool)
+    is_real = np.zeros(d_vocab, dtype=bool)
+    is_ing[: len(strings)] = [is_ing_string(s) for s in strings]
+    is_real[: len(strings)] = True
+    return is_ing, is_real
+
+
+# -- prompts ----------------------------------------------------------------------------
+
+
+def build_prompts(documents: Iterable[str], tokenizer, spec: IngSpec, model: str = "") -> pd.DataFrame:
+    """Balanced ing / non-ing next-token prompts with a fixed held-out split."""
+    ids, words = scan_corpus(documents, tokenizer)
+    c = spec.context_tokens
+    words = [w for w in words if w.last >= c]
+    last_is_ing = {}
+    for w in words:
+        tid = int(ids[w.doc][w.last])
+        if tid not in last_is_ing:
+            last_is_ing[tid] = is_ing_string(tokenizer.decode([tid]))
+    positives = [w for w in words if w.word.endswith(SUFFIX) and last_is_ing[int(ids[w.doc][w.last])]]
+    negatives = [w for w in words if not w.word.endswith(SUFFIX)]
+    rng = np.random.default_rng(spec.seed)
+    positives = cap_per_word(positives, spec.max_per_word, rng)[: spec.n_prompts]
+    chosen = [(w, 1) for w in positives]
+    for continues in (False, True):
+        want = sum((w.n_subtokens > 1) == continues for w in positives)
+        pool = [w for w in negatives if (w.n_subtokens > 1) == continues]
+        picked = cap_per_word(pool, spec.max_per_word, rng)[:want]
+        if len(picked) < want:
+            log.warning("%s: only %d of %d matched negatives (continues_word=%s)", model, len(picked), want, continues)
+        chosen += [(w, 0) for w in picked]
+    log.info("%s: %d -ing positives (%d continue a word), %d negatives", model, len(positives),
+             sum(w.n_subtokens > 1 for w in positives), len(chosen) - len(positives))
+    bos = bos_prefix(tokenizer)
+    rows = []
+    for w, label in chosen:
+        nxt = int(ids[w.doc][w.last])
+        rows.append(
+            {
+                "model": model,
+                "prompt_id": len(rows),
+                "label": label,
+                "continues_word": w.n_subtokens > 1,
+                "word": w.word,
+                "n_subtokens": w.n_subtokens,
+                "doc": w.doc,
+                "char_start": w.char_start,
+                "next_token_id": nxt,
+                "next_token": display_token(tokenizer, nxt),
+                "split": "train",
+                "input_ids": bos + ids[w.doc][w.last - c : w.last].tolist(),
+            }
+        )
+    df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+    df["split"] = assign_split(df["label"].to_numpy() * 2 + df["continues_word"].to_numpy(), spec)
+    return df
+
+
+def assign_split(strata: np.ndarray, spec: IngSpec) -> np.ndarray:
+    """Seeded stratified train/test assignment (each stratum split ``test_fraction``)."""
+    rng = np.random.default_rng(spec.seed + 1)
+    split = np.full(len(strata), "train", dtype=object)
+    for value in np.unique(strata):
+        index = rng.permutation(np.flatnonzero(strata == value))
+        n_test = int(round(spec.test_fraction * len(index)))
+        split[index[:n_test]] = "test"
+    return split
+
+
+# -- neurons ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_real: np.ndarray,
+                 model: str = "", chunk: int = 256) -> pd.DataFrame:
+    """ing separation, skew, kurtosis and Universal-Neurons type of every MLP neuron.
+
+    ``w_out`` ``[n_layers, d_mlp, d_model]`` and ``w_u`` ``[d_model, d_vocab]`` are the
+    folded weights (:func:`stages_of_inference.neurons.folded_weights`).
+    """
+    from .neurons import classify, moments, vocab_cosines
+
+    ing = torch.as_tensor(is_ing)
+    other = torch.as_tensor(is_real & ~is_ing)
+    if ing.sum() == 0:
+        raise ValueError("the vocabulary has no ing tokens")
+    frames = []
+    for layer in range(w_out.shape[0]):
+        parts = {k: [] for k in ("ing_mean", "other_mean", "std", "skew", "kurtosis")}
+        for start in range(0, w_out.shape[1], chunk):
+            cos = vocab_cosines(w_out[layer, start : start + chunk], w_u)
+            parts["ing_mean"].append(cos[:, ing].mean(1))
+            parts["other_mean"].append(cos[:, other].mean(1))
+            parts["std"].append(cos.std(1, unbiased=False))
+            skew, kurt = moments(cos, dim=-1)
+            parts["skew"].append(skew)
+            parts["kurtosis"].append(kurt)
+        cat = {k: torch.cat(v).double().numpy() for k, v in parts.items()}
+        n = len(cat["skew"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "layer": np.full(n, layer, dtype=np.int32),
+                    "neuron": np.arange(n, dtype=np.int32),
+                    "ing_mean": cat["ing_mean"],
+                    "other_mean": cat["other_mean"],
+                    "ing_separation": (cat["ing_mean"] - cat["other_mean"]) / np.maximum(cat["std"], 1e-12),
+                    "skew": cat["skew"],
+                    "kurtosis": cat["kurtosis"],
+                    "type": classify(cat["skew"], cat["kurtosis"]),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def select_neurons(table: pd.DataFrame, n: int, require_type: bool = True, model: str = "") -> pd.DataFrame:
+    """Add ``role`` (prediction / suppression / None), ``role_rank`` (1 = most aligned) and
+    ``order`` (1..2n by |separation|: the order neurons join the ensembles)."""
+    table = table.copy()
+    table["role"] = None
+    table["role_rank"] = 0
+    for role, sign in (("prediction", 1.0), ("suppression", -1.0)):
+        aligned = table[sign * table["ing_separation"] > 0]
+        ranked = aligned.sort_values("ing_separation", ascending=sign < 0)
+        if require_type:
+            typed = ranked[ranked["type"] == role]
+            if len(typed) < n:
+                log.warning("%s: %d %s neurons (kurtosis > 10) push ing tokens the right way; filling "
+                            "up to %d with untyped neurons by ing separation", model, len(typed), role, n)
+            ranked = pd.concat([typed, ranked[ranked["type"] != role]])
+        pick = ranked.index[:n]
+        table.loc[pick, "role"] = role
+        table.loc[pick, "role_rank"] = np.arange(1, len(pick) + 1)
+    selected = table["role"].notna()
+    order = table.loc[selected, "ing_separation"].abs().sort_values(ascending=False).index
+    table["order"] = 0
+    table.loc[order, "order"] = np.arange(1, len(order) + 1)
+    table["role_rank"] = table["role_rank"].astype(np.int32)
+    table["order"] = table["order"].astype(np.int32)
+    return table[NEURON_COLUMNS]
+
+
+@torch.no_grad()
+def vocab_table(w_out: torch.Tensor, w_u: torch.Tensor, neurons: pd.DataFrame, tokenizer,
+                is_ing: np.ndarray, is_real: np.ndarray, model: str = "") -> pd.DataFrame:
+    """Cosines over the vocabulary of the top prediction and top suppression neuron."""
+    from .neurons import vocab_cosines
+
+    strings = token_strings(tokenizer, w_u.shape[1])
+    frames = []
+    for role in ROLES:
+        top = neurons[(neurons["role"] == role) & (neurons["role_rank"] == 1)]
+        if top.empty:
+            continue
+        layer, neuron = int(top["layer"].iloc[0]), int(top["neuron"].iloc[0])
+        cos = vocab_cosines(w_out[layer, neuron : neuron + 1], w_u)[0].double().numpy()
+        real = np.flatnonzero(is_real)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "role": role,
+                    "layer": layer,
+                    "neuron": neuron,
+                    "token_id": real.astype(np.int64),
+                    "token": [strings[i] for i in real],
+                    "is_ing": is_ing[real],
+                    "cosine": cos[real],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VOCAB_COLUMNS)
+
+
+# -- activations ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def collect_activations(bridge, prompts: Sequence[Sequence[int]], neurons: Sequence[tuple[int, int]],
+                        is_ing: np.ndarray, batch_size: int = 16):
+    """Last-position ``blocks.{L}.mlp.hook_post`` activations of ``neurons`` ``[n, m]``,
+    and the model's top-1 next token ``[n]`` and probability on ing tokens ``[n]``."""
+    by_layer: dict[int, list[int]] = {}
+    for j, (layer, neuron) in enumerate(neurons):
+        by_layer.setdefault(int(layer), []).append(j)
+    index = {layer: torch.tensor([neurons[j][1] for j in cols]) for layer, cols in by_layer.items()}
+    acts = np.zeros((len(prompts), len(neurons)), dtype=np.float32)
+    top1 = np.zeros(len(prompts), dtype=np.int64)
+    p_ing = np.zeros(len(prompts), dtype=np.float64)
+    ing = torch.as_tensor(is_ing)  # [d_vocab], the logits' last dimension
+    device = bridge.cfg.device
+    for start in range(0, len(prompts), batch_size):
+        batch = [list(p) for p in prompts[start : start + batch_size]]
+        if len({len(p) for p in batch}) != 1:
+            raise ValueError("prompts of one batch must have the same length")
+        captured: dict[int, torch.Tensor] = {}
+
+        def make_hook(layer):
+            def hook(post, hook):
+                captured[layer] = post[:, -1, index[layer].to(post.device)].detach().float().cpu()
+
+            return hook
+
+        ids = torch.tensor(batch, dtype=torch.long, device=device)
+        logits = bridge.run_with_hooks(
+            ids, fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", make_hook(layer)) for layer in by_layer]
+        )
+        last = logits[:, -1].float().cpu()
+        probs = last.softmax(-1)
+        rows = slice(start, start + len(batch))
+        for layer, cols in by_layer.items():
+            acts[rows, cols] = captured[layer].numpy()
+        top1[rows] = last.argmax(-1).numpy()
+        p_ing[rows] = probs[:, ing].sum(-1).double().numpy()
+    return acts, top1, p_ing
+
+
+# -- probes -----------------------------------------------------------------------------
+
+
+def _probe_accuracy(x_train, y_train, x_test, y_test, seed: int) -> tuple[float, float]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe.fit(x_train, y_train)
+    return float(probe.score(x_train, y_train)), float(probe.score(x_test, y_test))
+
+
+def fit_probes(prompts: pd.DataFrame, activations: pd.DataFrame, neurons: pd.DataFrame, seed: int = 0,
+               model: str = "") -> pd.DataFrame:
+    """Single-neuron and ensemble probes plus the model's own accuracy (module docstring)."""
+    selected = neurons[neurons["role"].notna()].sort_values("order")
+    wide = activations.pivot_table(index="prompt_id", columns=["layer", "neuron"], values="activation")
+    prompts = prompts.set_index("prompt_id").loc[wide.index]
+    y = prompts["label"].to_numpy().astype(int)
+    train = (prompts["split"] == "train").to_numpy()
+    test = ~train
+    if len(np.unique(y[train])) < 2 or len(np.unique(y[test])) < 2:
+        raise ValueError("both splits need positive and negative prompts")
+    cols = [(int(r.layer), int(r.neuron)) for r in selected.itertuples()]
+    x = wide[cols].to_numpy()
+    rows = []
+
+    def add(probe, col_index, **extra):
+        xs = x[:, col_index]
+        tr, te = _probe_accuracy(xs[train], y[train], xs[test], y[test], seed)
+        rows.append({"model": model, "probe": probe, "n_neurons": len(col_index), "train_accuracy": tr,
+                     "test_accuracy": te, "n_train": int(train.sum()), "n_test": int(test.sum()), **extra})
+
+    for j, r in enumerate(selected.itertuples()):
+        add("single", [j], order=int(r.order), layer=int(r.layer), neuron=int(r.neuron), role=r.role,
+            type=r.type, ing_separation=float(r.ing_separation))
+    roles = selected["role"].to_numpy()
+    for n in range(1, len(cols) + 1):
+        add("ensemble", list(range(n)), order=n)
+    for role in ROLES:
+        members = np.flatnonzero(roles == role)
+        for n in range(1, len(members) + 1):
+            add(f"ensemble_{role}", members[:n].tolist(), order=n, role=role)
+    says = prompts["model_says_ing"].to_numpy().astype(int)
+    rows.append({"model": model, "probe": "model_top1", "n_neurons": 0,
+                 "train_accuracy": float((says[train] == y[train]).mean()),
+                 "test_accuracy": float((says[test] == y[test]).mean()),
+                 "n_train": int(train.sum()), "n_test": int(test.sum())})
+    exact = prompts["model_top1_correct"].to_numpy()
+    pos_test = test & (y == 1)
+    rows.append({"model": model, "probe": "model_top1_exact_on_ing", "n_neurons": 0,
+                 "train_accuracy": float(exact[train & (y == 1)].mean()),
+                 "test_accuracy": float(exact[pos_test].mean()),
+                 "n_train": int((train & (y == 1)).sum()), "n_test": int(pos_test.sum())})
+    return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)

@@ -1,0 +1,129 @@
+# Figures 9 and 10, the case studies: sub-joiner heads and predicting the suffix "-ing".
+# Analysis rules load the model and write tidy tables under results/{model}/; the figure
+# rules only read those tables.
+
+CASESTUDIES = config.get("casestudies", {})
+
+
+rule subjoiner:
+    """Multi- vs single-token word prompts from the corpus; every head's sub-joiner score;
+    the top head's attention rows for random sample prompts."""
+    input:
+        model="results/models/{model}/manifest.json",
+    output:
+        prompts="results/{model}/subjoiner_prompts.parquet",
+        scores="results/{model}/subjoiner_scores.parquet",
+        examples="results/{model}/subjoiner_examples.parquet",
+    params:
+        corpus=config["corpus"],
+        subjoiner=CASESTUDIES.get("subjoiner", {}),
+        runtime=RUNTIME,
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/subjoiner/{model}.log",
+    benchmark:
+        "results/benchmarks/subjoiner/{model}.tsv"
+    script:
+        "../scripts/subjoiner.py"
+
+
+rule ing_neurons:
+    """Weights only: how each neuron's W_U·w_out separates -ing tokens from the rest; the
+    selected prediction/suppression neurons; vocabulary cosines of the top two."""
+    input:
+        model="results/models/{model}/manifest.json",
+    output:
+        neurons="results/{model}/ing_neurons.parquet",
+        vocab="results/{model}/ing_vocab.parquet",
+    params:
+        ing=CASESTUDIES.get("ing", {}),
+        runtime=RUNTIME,
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/ing_neurons/{model}.log",
+    benchmark:
+        "results/benchmarks/ing_neurons/{model}.tsv"
+    script:
+        "../scripts/ing_neurons.py"
+
+
+rule ing_activations:
+    """Balanced -ing / non-ing next-token prompts with a held-out split, the model's own
+    top-1 predictions, and the selected neurons' activations at the last position."""
+    input:
+        model="results/models/{model}/manifest.json",
+        neurons="results/{model}/ing_neurons.parquet",
+    output:
+        prompts="results/{model}/ing_prompts.parquet",
+        activations="results/{model}/ing_activations.parquet",
+    params:
+        corpus=config["corpus"],
+        ing=CASESTUDIES.get("ing", {}),
+        runtime=RUNTIME,
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/ing_activations/{model}.log",
+    benchmark:
+        "results/benchmarks/ing_activations/{model}.tsv"
+    script:
+        "../scripts/ing_activations.py"
+
+
+rule ing_probes:
+    """Logistic-regression probes (single neurons, growing ensembles) and the model's own
+    accuracy on the same held-out prompts. Tables only."""
+    input:
+        prompts="results/{model}/ing_prompts.parquet",
+        activations="results/{model}/ing_activations.parquet",
+        neurons="results/{model}/ing_neurons.parquet",
+    output:
+        "results/{model}/ing_probes.parquet",
+    params:
+        ing=CASESTUDIES.get("ing", {}),
+    log:
+        "logs/ing_probes/{model}.log",
+    benchmark:
+        "results/benchmarks/ing_probes/{model}.tsv"
+    script:
+        "../scripts/ing_probes.py"
+
+
+rule fig9:
+    """Figure 9: sub-joiner score map and the top head's attention rows, per model."""
+    input:
+        scores=expand("results/{model}/subjoiner_scores.parquet", model=MODELS),
+        examples=expand("results/{model}/subjoiner_examples.parquet", model=MODELS),
+    output:
+        report("figures/fig9.pdf", caption="../report/fig9.rst", category="Figure 9: sub-joiner heads"),
+    params:
+        models=list(MODELS),
+    log:
+        "logs/figures/fig9.log",
+    benchmark:
+        "results/benchmarks/figures/fig9.tsv"
+    script:
+        "../scripts/fig9.py"
+
+
+rule fig10:
+    """Figure 10: -ing probes vs the model's accuracy; vocabulary histograms of the top
+    prediction and suppression neurons."""
+    input:
+        probes=expand("results/{model}/ing_probes.parquet", model=MODELS),
+        vocab=expand("results/{model}/ing_vocab.parquet", model=MODELS),
+    output:
+        report("figures/fig10.pdf", caption="../report/fig10.rst", category="Figure 10: predicting -ing"),
+    params:
+        models=list(MODELS),
+    log:
+        "logs/figures/fig10.log",
+    benchmark:
+        "results/benchmarks/figures/fig10.tsv"
+    script:
+        "../scripts/fig10.py"
