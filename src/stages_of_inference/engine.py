@@ -240,7 +240,7 @@ class Sweep:
         logits, i.e. the engine's head is the model's head (no missing scale or cap)."""
         with torch.no_grad():
             got = self.unembed(hidden)
-        scale = logits.abs().max().clamp(min=1.0)
+        scale = logits.detach().abs().max().clamp(min=1.0)
         tol = 1e-3 if logits.dtype == torch.float32 else 5e-2
         if not torch.allclose(got.float(), logits.float(), atol=float(tol * scale), rtol=0):
             raise RuntimeError(
