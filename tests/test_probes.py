@@ -163,3 +163,27 @@ def test_activations_match_plain_transformers(bpe_tokenizer):
     np.testing.assert_allclose(acts, expected, rtol=1e-4, atol=1e-5)
     assert (top1 == logits.argmax(-1).numpy()).all()
     np.testing.assert_allclose(p_ing, logits.softmax(-1)[:, torch.as_tensor(is_ing)].sum(-1).numpy(), rtol=1e-4)
+
+
+def test_closed_form_separation_matches_full_cosines(bpe_tokenizer):
+    """The closed-form means/std (d_model x d_model covariance) equal statistics of the
+    full neuron x vocabulary cosine matrix; a moments table gives the same types."""
+    from stages_of_inference.neurons import vocab_cosines
+
+    torch.manual_seed(1)
+    d_vocab = len(bpe_tokenizer) + 7  # padded unembedding columns, as in real models
+    is_ing, is_real = ing_mask(bpe_tokenizer, d_vocab)
+    w_u = torch.randn(24, d_vocab) + 0.3
+    w_out = torch.randn(2, 40, 24) ** 3  # heavy-tailed: some neurons get a type
+    table = neuron_table(w_out, w_u, is_ing, is_real, "m")
+    cos = vocab_cosines(w_out[1], w_u).double()
+    ing, other = torch.as_tensor(is_ing), torch.as_tensor(is_real & ~is_ing)
+    sep = (cos[:, ing].mean(1) - cos[:, other].mean(1)) / cos.std(1, unbiased=False)
+    np.testing.assert_allclose(table[table.layer == 1]["ing_separation"].to_numpy(), sep.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(table[table.layer == 1]["ing_mean"].to_numpy(), cos[:, ing].mean(1).numpy(),
+                               atol=1e-6)
+    moments = table[["layer", "neuron", "skew", "kurtosis"]].sample(frac=1, random_state=0)
+    again = neuron_table(w_out, w_u, is_ing, is_real, "m", moments_table=moments)
+    pd.testing.assert_frame_equal(again, table)
+    with pytest.raises(ValueError, match="layer 1"):
+        neuron_table(w_out, w_u, is_ing, is_real, "m", moments_table=moments[moments.layer == 0])

@@ -64,9 +64,11 @@ def figure9(models: Sequence[str], scores: Sequence[str], examples: Sequence[str
 # -- Figure 10 --------------------------------------------------------------------------
 
 
-def ing_neurons(model: str, manifest: str, params: dict, runtime: dict, out_neurons: str, out_vocab: str) -> None:
+def ing_neurons(model: str, manifest: str, params: dict, runtime: dict, out_neurons: str, out_vocab: str,
+                moments_path: str | None = None) -> None:
     """Weights only: ing separation of every neuron, the selected neurons, and the vocabulary
-    cosines of the top prediction and suppression neuron."""
+    cosines of the top prediction and suppression neuron. ``moments_path``: the ``neurons``
+    rule's table (skew, kurtosis), so that they are not computed twice."""
     from .neurons import folded_weights
     from .probes import NEURON_COLUMNS, VOCAB_COLUMNS, IngSpec, ing_mask, neuron_table, select_neurons, vocab_table
 
@@ -80,8 +82,9 @@ def ing_neurons(model: str, manifest: str, params: dict, runtime: dict, out_neur
         write_parquet(pd.DataFrame(columns=NEURON_COLUMNS), out_neurons)
         write_parquet(pd.DataFrame(columns=VOCAB_COLUMNS), out_vocab)
         return
-    table = select_neurons(neuron_table(w_out, w_u, is_ing, is_real, model), spec.n_neurons,
-                           spec.require_type, model)
+    moments = pd.read_parquet(moments_path) if moments_path else None
+    table = select_neurons(neuron_table(w_out, w_u, is_ing, is_real, model, moments_table=moments),
+                           spec.n_neurons, spec.require_type, model)
     for role in ("prediction", "suppression"):
         top = table[(table["role"] == role) & (table["role_rank"] == 1)]
         if len(top):

@@ -177,43 +177,58 @@ def assign_split(strata: np.ndarray, spec: IngSpec) -> np.ndarray:
 
 @torch.no_grad()
 def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_real: np.ndarray,
-                 model: str = "", chunk: int = 256) -> pd.DataFrame:
+                 model: str = "", chunk: int = 256, moments_table: pd.DataFrame | None = None) -> pd.DataFrame:
     """ing separation, skew, kurtosis and Universal-Neurons type of every MLP neuron.
 
     ``w_out`` ``[n_layers, d_mlp, d_model]`` and ``w_u`` ``[d_model, d_vocab]`` are the
     folded weights (:func:`stages_of_inference.neurons.folded_weights`).
+
+    The separation needs only first and second moments of the cosines over the vocabulary,
+    so it is computed in closed form from unit unembedding columns ``û_v``: with
+    ``ŵ = w_out / |w_out|``, the mean cosine over a token set S is ``ŵ · mean_{v∈S} û_v`` and
+    the variance over the vocabulary is ``ŵᵀ Σ ŵ`` with ``Σ`` the ``d_model × d_model``
+    covariance of the ``û_v`` (float64): no ``n_neurons × d_vocab`` matrix. Skew and
+    kurtosis (the neuron *type*) are taken from ``moments_table`` (the ``neurons`` rule's
+    table, same weights and definitions) when given, else computed from the cosines.
     """
-    from .neurons import classify, moments, vocab_cosines
+    from .neurons import _unit, classify, layer_moments
 
     ing = torch.as_tensor(is_ing)
     other = torch.as_tensor(is_real & ~is_ing)
     if ing.sum() == 0:
         raise ValueError("the vocabulary has no ing tokens")
+    u = _unit(w_u.double(), 0)
+    mu_all, mu_ing, mu_other = u.mean(1), u[:, ing].mean(1), u[:, other].mean(1)
+    cov = u @ u.T / u.shape[1] - torch.outer(mu_all, mu_all)
+    if moments_table is not None:
+        moments_table = moments_table.set_index(["layer", "neuron"]).sort_index()
+    u_float = _unit(w_u, 0)
     frames = []
     for layer in range(w_out.shape[0]):
-        parts = {k: [] for k in ("ing_mean", "other_mean", "std", "skew", "kurtosis")}
-        for start in range(0, w_out.shape[1], chunk):
-            cos = vocab_cosines(w_out[layer, start : start + chunk], w_u)
-            parts["ing_mean"].append(cos[:, ing].mean(1))
-            parts["other_mean"].append(cos[:, other].mean(1))
-            parts["std"].append(cos.std(1, unbiased=False))
-            skew, kurt = moments(cos, dim=-1)
-            parts["skew"].append(skew)
-            parts["kurtosis"].append(kurt)
-        cat = {k: torch.cat(v).double().numpy() for k, v in parts.items()}
-        n = len(cat["skew"])
+        w = _unit(w_out[layer].double(), 1)
+        ing_mean = (w @ mu_ing).numpy()
+        other_mean = (w @ mu_other).numpy()
+        std = torch.einsum("nd,de,ne->n", w, cov, w).clamp_min(0).sqrt().numpy()
+        n = w.shape[0]
+        if moments_table is not None:
+            rows = moments_table.reindex(pd.MultiIndex.from_product([[layer], np.arange(n)]))
+            if rows["skew"].isna().any():
+                raise ValueError(f"neuron moments table lacks neurons of layer {layer}")
+            skew, kurt = rows["skew"].to_numpy(), rows["kurtosis"].to_numpy()
+        else:
+            skew, kurt = layer_moments(w_out[layer], u_float, chunk)
         frames.append(
             pd.DataFrame(
                 {
                     "model": model,
                     "layer": np.full(n, layer, dtype=np.int32),
                     "neuron": np.arange(n, dtype=np.int32),
-                    "ing_mean": cat["ing_mean"],
-                    "other_mean": cat["other_mean"],
-                    "ing_separation": (cat["ing_mean"] - cat["other_mean"]) / np.maximum(cat["std"], 1e-12),
-                    "skew": cat["skew"],
-                    "kurtosis": cat["kurtosis"],
-                    "type": classify(cat["skew"], cat["kurtosis"]),
+                    "ing_mean": ing_mean,
+                    "other_mean": other_mean,
+                    "ing_separation": (ing_mean - other_mean) / np.maximum(std, 1e-12),
+                    "skew": skew,
+                    "kurtosis": kurt,
+                    "type": classify(skew, kurt),
                 }
             )
         )

@@ -31,9 +31,11 @@ rule subjoiner:
 
 rule ing_neurons:
     """Weights only: how each neuron's W_U·w_out separates -ing tokens from the rest; the
-    selected prediction/suppression neurons; vocabulary cosines of the top two."""
+    selected prediction/suppression neurons; vocabulary cosines of the top two. Neuron
+    types (skew, kurtosis) come from the neurons rule."""
     input:
         model="results/models/{model}/manifest.json",
+        moments="results/{model}/neurons.parquet",
     output:
         neurons="results/{model}/ing_neurons.parquet",
         vocab="results/{model}/ing_vocab.parquet",

@@ -9,4 +9,5 @@ ing_neurons(
     runtime={**snakemake.params.runtime, "threads": snakemake.threads},
     out_neurons=snakemake.output.neurons,
     out_vocab=snakemake.output.vocab,
+    moments_path=snakemake.input.moments,
 )
