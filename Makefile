@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: install
-	$(VENV)/bin/snakemake --cores $(CORES) --resources gpu=1 all
+	$(VENV)/bin/snakemake all --cores $(CORES) --resources gpu=1
 
 dryrun: install
 	$(VENV)/bin/snakemake -n --cores $(CORES) all
