@@ -144,7 +144,7 @@ def _probe_panel(ax, p: pd.DataFrame, model: str) -> None:
     ax.set_ylabel("held-out accuracy")
     ax.set_title(f"(a) {model}: linear probes for “next token ends a word in -ing” "
                  f"(balanced, {n_test} held-out prompts)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", frameon=True)
+    ax.legend(fontsize=7, loc="upper right", ncol=2, frameon=True)
 
 
 def _hist_panel(ax, v: pd.DataFrame, role: str, model: str) -> None:
@@ -162,7 +162,9 @@ def _hist_panel(ax, v: pd.DataFrame, role: str, model: str) -> None:
     ax.set_title(f"(b) {model}: top {role} neuron L{layer}N{neuron}", fontsize=9)
     ax.set_xlabel("W_U · w_out  (cosine, folded weights)")
     ax.set_ylabel("density (log)")
-    ax.legend(fontsize=7)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * 300)  # headroom on the log axis: the legend sits above the bars
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
 
 
 def plot_fig10(models: list[str], probes: pd.DataFrame, vocab: pd.DataFrame, out_pdf) -> None:
