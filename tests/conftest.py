@@ -8,6 +8,13 @@ import torch
 
 
 @pytest.fixture(scope="session")
+def smol_tokenizer():
+    from stages_of_inference.models import load_embedded_tokenizer
+
+    return load_embedded_tokenizer()
+
+
+@pytest.fixture(scope="session")
 def bpe_tokenizer():
     from stages_of_inference.corpus import train_bytelevel_bpe
 

@@ -12,13 +12,6 @@ TEXT = ("we were running home and the dog kept barking at the cat while it was s
         "nothing was moving in the quiet town except the long grass swaying slowly. ")
 
 
-@pytest.fixture(scope="module")
-def smol_tokenizer():
-    from stages_of_inference.models import load_embedded_tokenizer
-
-    return load_embedded_tokenizer()
-
-
 def test_is_ing_string():
     assert is_ing_string(" running") and is_ing_string("ing") and is_ing_string("ting")
     assert not is_ing_string(" king's") and not is_ing_string("in") and not is_ing_string(" ing2")

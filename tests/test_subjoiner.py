@@ -14,13 +14,6 @@ TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home
 
 
 @pytest.fixture(scope="session")
-def smol_tokenizer():
-    from stages_of_inference.models import load_embedded_tokenizer
-
-    return load_embedded_tokenizer()
-
-
-@pytest.fixture(scope="session")
 def metaspace_tokenizer():
     """A SentencePiece-style tokenizer ("▁word"), trained in a second on a few documents."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -312,17 +312,21 @@ def resolve_dtype(dtype: str = "float32"):
     return table[dtype]
 
 
+def read_manifest(manifest_or_path) -> dict:
+    """A prepared model's manifest: a dict, a ``manifest.json`` path, or a model directory."""
+    if isinstance(manifest_or_path, dict):
+        return manifest_or_path
+    if str(manifest_or_path).endswith(".json"):
+        return json.loads(Path(manifest_or_path).read_text())
+    return {"name": str(manifest_or_path), "path": str(manifest_or_path)}
+
+
 def load_bridge(manifest_or_path, device: str = "auto", dtype: str = "float32"):
     """Load a prepared model as a TransformerLens 4 ``TransformerBridge`` (eval mode)."""
     import torch
     from transformer_lens.model_bridge import TransformerBridge
 
-    if isinstance(manifest_or_path, dict):
-        manifest = manifest_or_path
-    elif str(manifest_or_path).endswith(".json"):
-        manifest = json.loads(Path(manifest_or_path).read_text())
-    else:
-        manifest = {"name": str(manifest_or_path), "path": str(manifest_or_path)}
+    manifest = read_manifest(manifest_or_path)
     path = manifest["path"]
     try:
         bridge = TransformerBridge.boot_transformers(
@@ -347,12 +351,7 @@ def load_hf_model(manifest_or_path, device: str = "auto", dtype: str = "float32"
     import torch
     from transformers import AutoModelForCausalLM
 
-    if isinstance(manifest_or_path, dict):
-        manifest = manifest_or_path
-    elif str(manifest_or_path).endswith(".json"):
-        manifest = json.loads(Path(manifest_or_path).read_text())
-    else:
-        manifest = {"name": str(manifest_or_path), "path": str(manifest_or_path)}
+    manifest = read_manifest(manifest_or_path)
     path = manifest["path"]
     try:
         model = AutoModelForCausalLM.from_pretrained(
