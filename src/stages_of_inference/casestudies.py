@@ -5,32 +5,15 @@ figure rules only read those tables. Every output is written atomically.
 """
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from .io import write_parquet
+from .models import bridge_for_job, load_prepared_tokenizer
 
 log = logging.getLogger("stages_of_inference")
-
-
-def _tokenizer(manifest: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(json.loads(Path(manifest).read_text())["path"])
-
-
-def _bridge(manifest: str, runtime: dict):
-    import torch
-
-    from .models import load_bridge
-
-    if runtime.get("threads"):
-        torch.set_num_threads(int(runtime["threads"]))
-    return load_bridge(manifest, device=runtime.get("device", "auto"), dtype=runtime.get("dtype", "float32"))
 
 
 def _documents(corpus_entry: dict) -> list[str]:
@@ -48,7 +31,7 @@ def subjoiner(model: str, manifest: str, corpus: dict, params: dict, runtime: di
 
     spec = SubjoinerSpec.from_config(params)
     log.info("%s: sub-joiner heads with %s", model, spec.to_dict())
-    prompts, scores, examples = analyse(_bridge(manifest, runtime), _tokenizer(manifest), _documents(corpus),
+    prompts, scores, examples = analyse(bridge_for_job(manifest, runtime), load_prepared_tokenizer(manifest), _documents(corpus),
                                         spec, model)
     write_parquet(prompts, out_prompts)
     write_parquet(scores, out_scores)
@@ -73,8 +56,8 @@ def ing_neurons(model: str, manifest: str, params: dict, runtime: dict, out_neur
     from .probes import NEURON_COLUMNS, VOCAB_COLUMNS, IngSpec, ing_mask, neuron_table, select_neurons, vocab_table
 
     spec = IngSpec.from_config(params)
-    tokenizer = _tokenizer(manifest)
-    w_out, w_u = folded_weights(_bridge(manifest, runtime))
+    tokenizer = load_prepared_tokenizer(manifest)
+    w_out, w_u = folded_weights(bridge_for_job(manifest, runtime))
     is_ing, is_real = ing_mask(tokenizer, w_u.shape[1])
     log.info("%s: %d of %d vocabulary tokens end in -ing", model, is_ing.sum(), is_real.sum())
     if not is_ing.any():
@@ -105,7 +88,7 @@ def ing_activations(model: str, manifest: str, corpus: dict, params: dict, runti
     from .words import display_token
 
     spec = IngSpec.from_config(params)
-    tokenizer = _tokenizer(manifest)
+    tokenizer = load_prepared_tokenizer(manifest)
     prompts = build_prompts(_documents(corpus), tokenizer, spec, model)
     neurons = pd.read_parquet(neurons_path)
     selected = neurons[neurons["role"].notna()].sort_values("order")
@@ -119,7 +102,7 @@ def ing_activations(model: str, manifest: str, corpus: dict, params: dict, runti
         write_parquet(prompts, out_prompts)
         write_parquet(pd.DataFrame(columns=ACTIVATION_COLUMNS), out_activations)
         return
-    bridge = _bridge(manifest, runtime)
+    bridge = bridge_for_job(manifest, runtime)
     is_ing, _ = ing_mask(tokenizer, bridge.cfg.d_vocab)
     pairs = [(int(r.layer), int(r.neuron)) for r in selected.itertuples()]
     acts, top1, p_ing = collect_activations(bridge, prompts["input_ids"].tolist(), pairs, is_ing, spec.batch_size)

@@ -181,3 +181,11 @@ def train_bytelevel_bpe(vocab_size: int = 1024):
     # so it must live in a folder that outlasts this call.
     fast.save_pretrained(folder)
     return AutoTokenizer.from_pretrained(folder)
+
+
+def load_tokens(tokens_path, record_path):
+    """The ``tokenize`` rule's token matrix and the first scored position (1 skips BOS)."""
+    import torch
+
+    record = json.loads(Path(record_path).read_text())
+    return torch.load(tokens_path), 1 if record["has_bos"] else 0

@@ -19,31 +19,14 @@ from .io import atomic_path, write_json, write_parquet, write_text
 log = logging.getLogger("stages_of_inference")
 
 
-def _bridge(manifest: str, runtime: dict, dtype: str | None = None):
-    """The prepared model as a TransformerBridge (eager attention: patterns are hooked)."""
-    import torch
-
-    from .models import load_bridge
-
-    if runtime.get("threads"):
-        torch.set_num_threads(int(runtime["threads"]))
-    return load_bridge(manifest, device=runtime.get("device", "auto"), dtype=dtype or runtime.get("dtype", "float32"))
-
-
-def _tokens(tokens_path: str, record_path: str):
-    """Token sequences and the first scored position (1 skips BOS)."""
-    import torch
-
-    record = json.loads(Path(record_path).read_text())
-    return torch.load(tokens_path), 1 if record["has_bos"] else 0
-
-
 def extract(model: str, manifest: str, tokens_path: str, record_path: str, runtime: dict,
             batch_size: int, out_tokens: str, out_summary: str) -> None:
+    from .corpus import load_tokens
     from .depth_stats import extract_layer_stats, summarise_layer_stats
+    from .models import bridge_for_job
 
-    bridge = _bridge(manifest, runtime)
-    tokens, first = _tokens(tokens_path, record_path)
+    bridge = bridge_for_job(manifest, runtime)  # eager attention: the patterns are hooked
+    tokens, first = load_tokens(tokens_path, record_path)
     n_layers = bridge.cfg.n_layers
     log.info("%s: layer statistics on %d x %d tokens, %d layers", model, *tokens.shape, n_layers)
     df = extract_layer_stats(bridge, tokens, batch_size=batch_size, first=first)
@@ -55,10 +38,10 @@ def extract(model: str, manifest: str, tokens_path: str, record_path: str, runti
 
 
 def neurons(model: str, spec_entry: dict, manifest: str, runtime: dict, out_neurons: str, out_info: str) -> None:
-    from .models import ModelSpec, model_table_row, resolve_device
+    from .models import ModelSpec, bridge_for_job, model_table_row, resolve_device
     from .neurons import neuron_table, type_counts
 
-    bridge = _bridge(manifest, runtime, dtype="float32")
+    bridge = bridge_for_job(manifest, runtime, dtype="float32")
     # the Table 2 row first: folding unties tied embeddings, which would count them twice
     info = model_table_row(ModelSpec.from_config(model, spec_entry), bridge)
     table = neuron_table(bridge, model, device=resolve_device(runtime.get("device", "auto")))

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import gc
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 

@@ -321,6 +321,30 @@ def read_manifest(manifest_or_path) -> dict:
     return {"name": str(manifest_or_path), "path": str(manifest_or_path)}
 
 
+def set_threads(threads: int | None) -> None:
+    """torch CPU threads of a job (``runtime.threads``); ``None``/0 leaves torch's default."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def load_prepared_tokenizer(manifest_or_path):
+    """The tokenizer saved next to a prepared model's weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(read_manifest(manifest_or_path)["path"])
+
+
+def bridge_for_job(manifest_or_path, runtime: dict, dtype: str | None = None):
+    """What a rule that needs TransformerLens hooks loads: the prepared model as a bridge on
+    ``runtime.device``, with ``runtime.threads`` CPU threads (``dtype`` overrides
+    ``runtime.dtype``)."""
+    set_threads(runtime.get("threads"))
+    return load_bridge(manifest_or_path, device=runtime.get("device", "auto"),
+                       dtype=dtype or runtime.get("dtype", "float32"))
+
+
 def load_bridge(manifest_or_path, device: str = "auto", dtype: str = "float32"):
     """Load a prepared model as a TransformerLens 4 ``TransformerBridge`` (eval mode)."""
     import torch

@@ -4,7 +4,6 @@ Each reads its inputs, calls into the library, and writes its outputs atomically
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -36,13 +35,6 @@ def parse_chunk(chunk: str) -> list[int]:
     return list(range(first, last + 1))
 
 
-def set_threads(threads: int | None) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
 # -- rules -----------------------------------------------------------------------------
 
 
@@ -57,35 +49,18 @@ def prepare(model: str, spec_entry: dict, out_manifest: str) -> None:
 
 def tokenize(manifest: str, corpus_entry: dict, out_tokens: str, out_record: str) -> None:
     import torch
-    from transformers import AutoTokenizer
 
     from .corpus import CorpusSpec, sample_sequences
     from .io import atomic_path
+    from .models import load_prepared_tokenizer
 
     spec = CorpusSpec.from_config(corpus_entry)
-    path = json.loads(Path(manifest).read_text())["path"]
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_prepared_tokenizer(manifest)
     tokens, record = sample_sequences(spec, tokenizer)
     log.info("sampled %d sequences of %d tokens from %s", *tokens.shape, spec.source)
     with atomic_path(out_tokens) as tmp:
         torch.save(tokens, tmp)
     write_json(record, out_record)
-
-
-def _load(manifest: str, runtime: dict):
-    from .models import load_bridge
-
-    set_threads(runtime.get("threads"))
-    return load_bridge(manifest, device=runtime.get("device", "auto"), dtype=runtime.get("dtype", "float32"))
-
-
-def _tokens(tokens_path: str, record_path: str):
-    import torch
-
-    tokens = torch.load(tokens_path)
-    record = json.loads(Path(record_path).read_text())
-    first = 1 if record["has_bos"] else 0
-    return tokens, first
 
 
 def intervene(
@@ -103,19 +78,20 @@ def intervene(
 
     import torch
 
+    from .corpus import load_tokens
     from .engine import run_sweep
-    from .models import load_hf_model
+    from .models import bridge_for_job, load_hf_model, set_threads
 
     t0 = time.perf_counter()
     attn = runtime.get("attn_implementation", "sdpa")
     torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
     if attn == "bridge":
-        net = _load(manifest, runtime)
+        net = bridge_for_job(manifest, runtime)
     else:  # a plain transformers model: TransformerLens is not even imported
         set_threads(runtime.get("threads"))
         net = load_hf_model(manifest, device=runtime.get("device", "auto"),
                             dtype=runtime.get("dtype", "float32"), attn_implementation=attn)
-    tokens, first = _tokens(tokens_path, record_path)
+    tokens, first = load_tokens(tokens_path, record_path)
     layers = parse_chunk(chunk)
     log.info("model loaded in %.1f s (attention: %s)", time.perf_counter() - t0, attn)
     log.info("%s %s layers %s on %d x %d tokens", model, kind, chunk, *tokens.shape)
