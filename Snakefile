@@ -15,9 +15,9 @@ validate(config, "config/schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/interventions.smk"
-include: "workflow/rules/figures.smk"
-include: "workflow/rules/analysis.smk"
+# one rules file per study (src/stages_of_inference/<study>/)
+include: "workflow/rules/robustness.smk"
+include: "workflow/rules/depth.smk"
 include: "workflow/rules/casestudies.smk"
 
 

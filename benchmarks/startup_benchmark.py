@@ -39,14 +39,14 @@ PROBES = {
     "import transformer_lens": "import torch, transformers, transformer_lens.model_bridge",
     "job start-up, sdpa (plain transformers)": (
         "import torch; torch.set_num_threads({threads}); "
-        "from stages_of_inference.pipeline import intervene; "
-        "from stages_of_inference.models import load_hf_model; "
+        "from stages_of_inference.robustness.rules import intervene; "
+        "from stages_of_inference.core.models import load_hf_model; "
         "m = load_hf_model({manifest!r}, device='cpu', attn_implementation='sdpa')"
     ),
     "job start-up, bridge (TransformerLens)": (
         "import torch; torch.set_num_threads({threads}); "
-        "from stages_of_inference.pipeline import intervene; "
-        "from stages_of_inference.models import load_bridge; "
+        "from stages_of_inference.robustness.rules import intervene; "
+        "from stages_of_inference.core.models import load_bridge; "
         "m = load_bridge({manifest!r}, device='cpu')"
     ),
 }
@@ -100,9 +100,10 @@ def in_process(n_seq, seq_len, threads) -> dict:
 import time, torch
 t0 = time.perf_counter()
 torch.set_num_threads({threads})
-from stages_of_inference.models import load_hf_model
-from stages_of_inference.corpus import CorpusSpec, sample_sequences
-from stages_of_inference.engine import layers_for, run_sweep
+from stages_of_inference.core.models import load_hf_model
+from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
+from stages_of_inference.core.engine import layers_for
+from stages_of_inference.robustness.compute import run_sweep
 from transformers import AutoTokenizer
 import json
 manifest = {str(MANIFEST)!r}

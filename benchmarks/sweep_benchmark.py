@@ -22,7 +22,7 @@ What is timed, each on the same model object and the same token matrix:
 (b) batched  A plain batched sweep: the batch's baseline once, then for every intervention
              a full forward pass with the layer list edited (no copy), metrics on the
              device, one host copy per intervention.
-(c) engine   ``stages_of_inference.engine.run_sweep``: prefix-cached suffix replay, SDPA,
+(c) engine   ``stages_of_inference.robustness.compute.run_sweep``: prefix-cached suffix replay, SDPA,
              metrics on the device, one host copy per batch, tidy DataFrame at the end.
 N x fwd      One plain batched forward pass (logits only) over the same tokens, times N
              layers: what (c) can at best approach (its 2N-1 suffixes cost about N
@@ -54,15 +54,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stages_of_inference.engine import (  # noqa: E402
-    Sweep,
-    _decoder_layers,
-    _targets,
-    block_order,
-    layers_for,
-    run_sweep,
-)
-from stages_of_inference.metrics import METRIC_COLUMNS, Reference, compare, metrics_kernel  # noqa: E402
+from stages_of_inference.core.engine import Sweep, _decoder_layers, block_order, layers_for  # noqa: E402
+from stages_of_inference.robustness.compute import _targets, run_sweep  # noqa: E402
+from stages_of_inference.core.metrics import METRIC_COLUMNS, Reference, compare, metrics_kernel  # noqa: E402
 
 SHAPES = {
     # name: (model_type, config overrides)
@@ -105,7 +99,7 @@ def load_tokenizer():
     path = find_tokenizer_dir()
     if path is not None:
         return AutoTokenizer.from_pretrained(str(path))
-    from stages_of_inference.models import load_embedded_tokenizer
+    from stages_of_inference.core.models import load_embedded_tokenizer
 
     return load_embedded_tokenizer()
 
@@ -116,11 +110,11 @@ def build_model(name, device, dtype=torch.float32):
     if name == "smollm2":
         manifest = ROOT / "results/models/smollm2/manifest.json"
         if manifest.exists():
-            from stages_of_inference.models import load_hf_model
+            from stages_of_inference.core.models import load_hf_model
 
             model = load_hf_model(str(manifest), device=str(device), attn_implementation="sdpa")
             return model, f"SmolLM2-135M-Instruct (prepared weights, {manifest.parent})"
-        from stages_of_inference.models import load_embedded_hf_model
+        from stages_of_inference.core.models import load_embedded_hf_model
 
         model = load_embedded_hf_model()
         model.config._attn_implementation = "sdpa"
@@ -134,7 +128,7 @@ def build_model(name, device, dtype=torch.float32):
 
 
 def make_tokens(tokenizer, n_seq, seq_len, vocab):
-    from stages_of_inference.corpus import CorpusSpec, sample_sequences
+    from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
 
     tokens, record = sample_sequences(CorpusSpec(n_sequences=n_seq, seq_len=seq_len, seed=0), tokenizer)
     return tokens % vocab, (1 if record["has_bos"] else 0)
@@ -488,7 +482,7 @@ def main(argv=None):
         info["metric_kernel"] = metric_kernel_times(device, (args.batch_size, n_pos, vocab))
 
     if args.bridge:
-        from stages_of_inference.models import bridge_from_hf_model
+        from stages_of_inference.core.models import bridge_from_hf_model
 
         bridge = bridge_from_hf_model(model, tokenizer, name=args.model)
         sub = jobs if len(jobs) <= 8 else jobs[:: len(jobs) // 8]

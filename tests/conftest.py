@@ -9,14 +9,14 @@ import torch
 
 @pytest.fixture(scope="session")
 def smol_tokenizer():
-    from stages_of_inference.models import load_embedded_tokenizer
+    from stages_of_inference.core.models import load_embedded_tokenizer
 
     return load_embedded_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer():
-    from stages_of_inference.corpus import train_bytelevel_bpe
+    from stages_of_inference.core.corpus import train_bytelevel_bpe
 
     return train_bytelevel_bpe(512)
 
@@ -49,7 +49,7 @@ def tiny_hf_model(arch, tokenizer, seed=0):
 @pytest.fixture(scope="session", params=sorted(TINY))
 def tiny_pair(request, bpe_tokenizer):
     """(independent HF model, bridge over a copy of it, arch)."""
-    from stages_of_inference.models import bridge_from_hf_model
+    from stages_of_inference.core.models import bridge_from_hf_model
 
     hf = tiny_hf_model(request.param, bpe_tokenizer)
     bridge = bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer, name=f"tiny-{request.param}")

@@ -82,7 +82,7 @@ def test_tiny_workflow_numbers_match_plain_transformers(tiny_run):
     workflow's own tokens and weights."""
     from transformers import AutoModelForCausalLM
 
-    from stages_of_inference.metrics import kl_nats, log_probs
+    from stages_of_inference.core.metrics import kl_nats, log_probs
 
     summary = pd.read_parquet(tiny_run / "results/tiny-llama/interventions_summary.parquet")
     assert len(summary) == 4 + 3  # drop 0..3, swap 0..2

@@ -1,4 +1,5 @@
-# Figures 9 and 10, the case studies: sub-joiner heads and predicting the suffix "-ing".
+# The case studies (src/stages_of_inference/casestudies/), Figures 9 and 10: sub-joiner
+# heads and predicting the suffix "-ing".
 # Analysis rules load the model and write tidy tables under results/{model}/; the figure
 # rules only read those tables.
 

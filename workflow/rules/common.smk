@@ -7,8 +7,8 @@ SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
-from stages_of_inference.models import ModelSpec, n_layers  # noqa: E402
-from stages_of_inference.pipeline import chunk_layers, chunk_name  # noqa: E402
+from stages_of_inference.core.models import ModelSpec, n_layers  # noqa: E402
+from stages_of_inference.robustness.rules import chunk_layers, chunk_name  # noqa: E402
 
 MODELS = {name: ModelSpec.from_config(name, entry) for name, entry in config["models"].items()}
 N_LAYERS = {name: n_layers(spec) for name, spec in MODELS.items()}

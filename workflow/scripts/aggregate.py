@@ -1,5 +1,5 @@
-from stages_of_inference.io import setup_logging
-from stages_of_inference.pipeline import aggregate
+from stages_of_inference.core.io import setup_logging
+from stages_of_inference.robustness.rules import aggregate
 
 setup_logging(snakemake.log[0])
 aggregate(

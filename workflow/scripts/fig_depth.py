@@ -1,5 +1,5 @@
-from stages_of_inference.depth_pipeline import figure
-from stages_of_inference.io import setup_logging
+from stages_of_inference.depth.rules import figure
+from stages_of_inference.core.io import setup_logging
 
 setup_logging(snakemake.log[0])
 figure(

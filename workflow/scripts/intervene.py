@@ -1,5 +1,5 @@
-from stages_of_inference.io import setup_logging
-from stages_of_inference.pipeline import intervene
+from stages_of_inference.core.io import setup_logging
+from stages_of_inference.robustness.rules import intervene
 
 setup_logging(snakemake.log[0])
 intervene(

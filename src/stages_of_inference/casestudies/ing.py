@@ -4,7 +4,7 @@
 whitespace, is letters only and ends in ``ing`` (``" running"``, ``"ing"``, ``"ting"``).
 
 *Prompts* (``build_prompts``). From the configured corpus (standalone lower-case words,
-:mod:`stages_of_inference.words`), the position just before the *last* token of a word:
+:mod:`stages_of_inference.casestudies.words`), the position just before the *last* token of a word:
 
 * positive: the word ends in ``ing`` and its last token is an ing token (``" runn|ing"``,
   or ``" running"`` as one token);
@@ -19,7 +19,7 @@ prompt's last token began (so a probe cannot win by detecting "inside a word"). 
 stratified held-out split (``test_fraction``, ``seed``) is fixed with the prompts.
 
 *Neurons* (``neuron_table``, ``select_neurons``). With the folded weights of
-:func:`stages_of_inference.neurons.folded_weights`, every MLP neuron gets the cosines
+:func:`stages_of_inference.core.neurons.folded_weights`, every MLP neuron gets the cosines
 ``cos(w_out, W_U[:, v])`` over the vocabulary, and its *ing separation*: the standardised
 mean difference ``(mean over ing tokens − mean over other tokens) / std over the
 vocabulary``. Prediction neurons for "ing" are those with the largest positive
@@ -181,7 +181,7 @@ def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_
     """ing separation, skew, kurtosis and Universal-Neurons type of every MLP neuron.
 
     ``w_out`` ``[n_layers, d_mlp, d_model]`` and ``w_u`` ``[d_model, d_vocab]`` are the
-    folded weights (:func:`stages_of_inference.neurons.folded_weights`).
+    folded weights (:func:`stages_of_inference.core.neurons.folded_weights`).
 
     The separation needs only first and second moments of the cosines over the vocabulary,
     so it is computed in closed form from unit unembedding columns ``û_v``: with
@@ -191,7 +191,7 @@ def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_
     kurtosis (the neuron *type*) are taken from ``moments_table`` (the ``neurons`` rule's
     table, same weights and definitions) when given, else computed from the cosines.
     """
-    from .neurons import _unit, classify, layer_moments
+    from ..core.neurons import _unit, classify, layer_moments
 
     ing = torch.as_tensor(is_ing)
     other = torch.as_tensor(is_real & ~is_ing)
@@ -266,7 +266,7 @@ def select_neurons(table: pd.DataFrame, n: int, require_type: bool = True, model
 def vocab_table(w_out: torch.Tensor, w_u: torch.Tensor, neurons: pd.DataFrame, tokenizer,
                 is_ing: np.ndarray, is_real: np.ndarray, model: str = "") -> pd.DataFrame:
     """Cosines over the vocabulary of the top prediction and top suppression neuron."""
-    from .neurons import vocab_cosines
+    from ..core.neurons import vocab_cosines
 
     strings = token_strings(tokenizer, w_u.shape[1])
     frames = []

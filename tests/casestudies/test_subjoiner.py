@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages_of_inference.subjoiner import SubjoinerSpec, analyse, build_prompts, head_scores
-from stages_of_inference.words import document_words, encode_with_offsets, scan_corpus
+from stages_of_inference.casestudies.subjoiner import SubjoinerSpec, analyse, build_prompts, head_scores
+from stages_of_inference.casestudies.words import document_words, encode_with_offsets, scan_corpus
 
 TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home. "
         "Call x.append or foo_bar; don't use 2nd Running words.\n"
@@ -19,7 +19,7 @@ def metaspace_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from stages_of_inference.corpus import embedded_documents
+    from stages_of_inference.core.corpus import embedded_documents
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -79,7 +79,7 @@ def test_sentencepiece_marker(metaspace_tokenizer):
 
 
 def test_every_corpus_word_is_spelled_by_its_tokens(bpe_tokenizer, smol_tokenizer):
-    from stages_of_inference.corpus import embedded_documents
+    from stages_of_inference.core.corpus import embedded_documents
 
     docs = embedded_documents()[:15]
     for tok in (bpe_tokenizer, smol_tokenizer):
@@ -136,8 +136,8 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
     second must score about 0 (the single-token control cancels it)."""
     from conftest import tiny_hf_model
 
-    from stages_of_inference.corpus import embedded_documents
-    from stages_of_inference.models import bridge_from_hf_model
+    from stages_of_inference.core.corpus import embedded_documents
+    from stages_of_inference.core.models import bridge_from_hf_model
 
     bridge = bridge_from_hf_model(tiny_hf_model("llama", bpe_tokenizer), bpe_tokenizer, name="planted")
     strings = [bpe_tokenizer.decode([i]) for i in range(len(bpe_tokenizer))]

@@ -1,21 +1,21 @@
-"""One function per workflow rule: what ``workflow/scripts/*.py`` call.
-
-Each reads its inputs, calls into the library, and writes its outputs atomically.
-"""
+"""Rule functions of the robustness study (``workflow/rules/robustness.smk``): drop/swap
+chunks of layers, aggregate them, Figure 3 and the robustness table."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Sequence
 
-from .io import write_json, write_parquet, write_text
+from ..core.io import atomic_path, write_parquet, write_text
 
 log = logging.getLogger("stages_of_inference")
 
 
+# -- jobs: chunks of layers, named by the {chunk} wildcard -------------------------------
+
+
 def chunk_layers(n_layers: int, kind: str, layers_per_job: int) -> list[tuple[int, int]]:
     """Split a kind's valid layers into inclusive ``(first, last)`` ranges."""
-    from .engine import layers_for
+    from ..core.engine import layers_for
 
     layers = layers_for(kind, n_layers)
     if layers_per_job < 1:
@@ -35,32 +35,7 @@ def parse_chunk(chunk: str) -> list[int]:
     return list(range(first, last + 1))
 
 
-# -- rules -----------------------------------------------------------------------------
-
-
-def prepare(model: str, spec_entry: dict, out_manifest: str) -> None:
-    from .models import ModelSpec, prepare_model
-
-    spec = ModelSpec.from_config(model, spec_entry)
-    log.info("preparing model %s (%s)", model, spec.source)
-    manifest = prepare_model(spec, Path(out_manifest).parent)
-    log.info("model %s ready at %s", model, manifest["path"])
-
-
-def tokenize(manifest: str, corpus_entry: dict, out_tokens: str, out_record: str) -> None:
-    import torch
-
-    from .corpus import CorpusSpec, sample_sequences
-    from .io import atomic_path
-    from .models import load_prepared_tokenizer
-
-    spec = CorpusSpec.from_config(corpus_entry)
-    tokenizer = load_prepared_tokenizer(manifest)
-    tokens, record = sample_sequences(spec, tokenizer)
-    log.info("sampled %d sequences of %d tokens from %s", *tokens.shape, spec.source)
-    with atomic_path(out_tokens) as tmp:
-        torch.save(tokens, tmp)
-    write_json(record, out_record)
+# -- rules -------------------------------------------------------------------------------
 
 
 def intervene(
@@ -78,9 +53,9 @@ def intervene(
 
     import torch
 
-    from .corpus import load_tokens
-    from .engine import run_sweep
-    from .models import bridge_for_job, load_hf_model, set_threads
+    from .compute import run_sweep
+    from ..core.corpus import load_tokens
+    from ..core.models import bridge_for_job, load_hf_model, set_threads
 
     t0 = time.perf_counter()
     attn = runtime.get("attn_implementation", "sdpa")
@@ -107,7 +82,7 @@ def intervene(
 def aggregate(model: str, n_layers: int, chunk_files: Sequence[str], out_tokens: str, out_summary: str) -> None:
     import pandas as pd
 
-    from .metrics import summarise
+    from ..core.metrics import summarise
 
     df = pd.concat([pd.read_parquet(f) for f in chunk_files], ignore_index=True)
     df["kind"] = df["kind"].astype("category")
@@ -122,7 +97,7 @@ def aggregate(model: str, n_layers: int, chunk_files: Sequence[str], out_tokens:
 def figure3(summaries: Sequence[str], out_pdf: str) -> None:
     import pandas as pd
 
-    from .plotting import plot_fig3
+    from .figures import plot_fig3
 
     df = pd.concat([pd.read_parquet(f) for f in summaries], ignore_index=True)
     plot_fig3(df, out_pdf)
@@ -131,12 +106,10 @@ def figure3(summaries: Sequence[str], out_pdf: str) -> None:
 def robustness_table(summaries: Sequence[str], out_csv: str, out_md: str) -> None:
     import pandas as pd
 
-    from .analysis import robustness
+    from .compute import robustness
 
     df = pd.concat([pd.read_parquet(f) for f in summaries], ignore_index=True)
     table = robustness(df)
-    from .io import atomic_path
-
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     md = (

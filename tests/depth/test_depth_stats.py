@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages_of_inference.depth_stats import (
+from stages_of_inference.depth.compute import (
     extract_layer_stats,
     norm_ratio,
     prev_token_attention,
@@ -158,7 +158,7 @@ def test_double_normalisation_pitfall_is_avoided(tiny_pair, ids):
     layer must equal the model's own output."""
     import copy
 
-    from stages_of_inference.models import bridge_from_hf_model
+    from stages_of_inference.core.models import bridge_from_hf_model
 
     hf, bridge, arch = tiny_pair
     hf = copy.deepcopy(hf)
@@ -200,8 +200,8 @@ def test_summary(tiny_pair, ids):
 
 def test_figures_and_table2_render(tmp_path):
     """The figure functions draw every model from tables alone (no model is run)."""
-    from stages_of_inference.depth_pipeline import figure, table2
-    from stages_of_inference.io import write_json
+    from stages_of_inference.depth.rules import figure, table2
+    from stages_of_inference.core.io import write_json
 
     rows, neurons = [], []
     for model, n, scale in (("a", 4, 1.0), ("b", 7, 100.0)):

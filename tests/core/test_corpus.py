@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from stages_of_inference.corpus import CorpusSpec, embedded_documents, iter_documents, sample_sequences
+from stages_of_inference.core.corpus import CorpusSpec, embedded_documents, iter_documents, sample_sequences
 
 
 def test_embedded_corpus_is_cpython_docs():
@@ -24,7 +24,7 @@ def test_sampling_is_seeded_and_recorded(bpe_tokenizer):
     assert rec_a["window_starts"] != rec_c["window_starts"]
     json.dumps(rec_a)
     # each row is a contiguous window of the token stream starting at its recorded offset
-    from stages_of_inference.corpus import token_stream
+    from stages_of_inference.core.corpus import token_stream
 
     stream = token_stream(embedded_documents(), bpe_tokenizer)
     for row, start in zip(a, rec_a["window_starts"]):

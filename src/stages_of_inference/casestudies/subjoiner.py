@@ -4,7 +4,7 @@ A *sub-joiner* head attends, from the last sub-token of a word that the tokenize
 into several tokens, to the earlier sub-tokens of the same word.
 
 Prompts (``build_prompts``). From the configured corpus, every standalone lower-case word
-(:mod:`stages_of_inference.words`) whose tokens are preceded by at least
+(:mod:`stages_of_inference.casestudies.words`) whose tokens are preceded by at least
 ``context_tokens`` tokens of the same document gives a candidate prompt::
 
     [BOS] + <context_tokens tokens of the document> + <the word's tokens>

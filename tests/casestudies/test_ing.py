@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages_of_inference.probes import (IngSpec, build_prompts, collect_activations, fit_probes, ing_mask,
+from stages_of_inference.casestudies.ing import (IngSpec, build_prompts, collect_activations, fit_probes, ing_mask,
                                         is_ing_string, neuron_table, select_neurons)
 
 TEXT = ("we were running home and the dog kept barking at the cat while it was sleeping "
@@ -134,7 +134,7 @@ def test_activations_match_plain_transformers(bpe_tokenizer):
 
     from conftest import tiny_hf_model
 
-    from stages_of_inference.models import bridge_from_hf_model
+    from stages_of_inference.core.models import bridge_from_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     bridge = bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer, name="tiny-llama")
@@ -161,7 +161,7 @@ def test_activations_match_plain_transformers(bpe_tokenizer):
 def test_closed_form_separation_matches_full_cosines(bpe_tokenizer):
     """The closed-form means/std (d_model x d_model covariance) equal statistics of the
     full neuron x vocabulary cosine matrix; a moments table gives the same types."""
-    from stages_of_inference.neurons import vocab_cosines
+    from stages_of_inference.core.neurons import vocab_cosines
 
     torch.manual_seed(1)
     d_vocab = len(bpe_tokenizer) + 7  # padded unembedding columns, as in real models

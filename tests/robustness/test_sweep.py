@@ -4,8 +4,9 @@ import copy
 import pytest
 import torch
 
-from stages_of_inference.engine import ATTN_IMPLEMENTATIONS, Sweep, block_order, layers_for, plain_model, run_sweep
-from stages_of_inference.metrics import METRIC_COLUMNS, entropy_bits, kl_nats, log_probs
+from stages_of_inference.core.engine import ATTN_IMPLEMENTATIONS, Sweep, block_order, layers_for, plain_model
+from stages_of_inference.robustness.compute import run_sweep
+from stages_of_inference.core.metrics import METRIC_COLUMNS, entropy_bits, kl_nats, log_probs
 
 
 def decoder_layers(model):
@@ -134,7 +135,7 @@ def test_run_sweep_on_plain_transformers_model(tiny_pair, ids):
 
 def test_out_of_memory_halves_the_batch(tiny_pair, ids, monkeypatch, caplog):
     """On CUDA OOM the batch is retried at half size, and the result is unchanged."""
-    import stages_of_inference.engine as engine
+    import stages_of_inference.robustness.compute as engine
 
     hf, bridge, arch = tiny_pair
     jobs = [("drop", 1), ("swap", 0)]
@@ -156,7 +157,7 @@ def test_out_of_memory_halves_the_batch(tiny_pair, ids, monkeypatch, caplog):
 
 
 def test_blocked_metrics_equal_whole_tensor_metrics():
-    from stages_of_inference.metrics import Reference, metrics_kernel, metrics_kernel_blocked
+    from stages_of_inference.core.metrics import Reference, metrics_kernel, metrics_kernel_blocked
 
     g = torch.Generator().manual_seed(3)
     shape = (3, 7, 1000)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_hf_model
-from stages_of_inference import neurons
-from stages_of_inference.models import bridge_from_hf_model
+from stages_of_inference.core import neurons
+from stages_of_inference.core.models import bridge_from_hf_model
 
 ARCHS = ("llama", "gpt2", "gpt_neox")
 

@@ -1,3 +1,7 @@
+# The robustness study (src/stages_of_inference/robustness/): drop or swap every layer in
+# chunks of layers, aggregate, Figure 3 and the accuracy-retained table.
+
+
 rule intervene:
     """Drop or swap every layer of a chunk; one baseline pass per batch, prefix-cached."""
     input:
@@ -35,3 +39,36 @@ rule aggregate:
         "results/benchmarks/aggregate/{model}.tsv"
     script:
         "../scripts/aggregate.py"
+
+
+rule fig3:
+    """Figure 3: swap (top) and drop (bottom); KL, top-1 agreement, Δentropy."""
+    input:
+        expand("results/{model}/interventions_summary.parquet", model=MODELS),
+    output:
+        report(
+            "figures/fig3.pdf",
+            caption="../report/fig3.rst",
+            category="Figure 3: layer drop and swap",
+        ),
+    log:
+        "logs/figures/fig3.log",
+    benchmark:
+        "results/benchmarks/figures/fig3.tsv"
+    script:
+        "../scripts/fig3.py"
+
+
+rule table_robustness:
+    """Headline table: fraction of baseline accuracy retained per model and intervention."""
+    input:
+        expand("results/{model}/interventions_summary.parquet", model=MODELS),
+    output:
+        csv="figures/table_robustness.csv",
+        md="figures/table_robustness.md",
+    log:
+        "logs/figures/table_robustness.log",
+    benchmark:
+        "results/benchmarks/figures/table_robustness.tsv"
+    script:
+        "../scripts/table_robustness.py"

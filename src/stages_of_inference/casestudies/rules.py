@@ -10,14 +10,14 @@ from typing import Sequence
 
 import pandas as pd
 
-from .io import write_parquet
-from .models import bridge_for_job, load_prepared_tokenizer
+from ..core.io import write_parquet
+from ..core.models import bridge_for_job, load_prepared_tokenizer
 
 log = logging.getLogger("stages_of_inference")
 
 
 def _documents(corpus_entry: dict) -> list[str]:
-    from .corpus import CorpusSpec, iter_documents
+    from ..core.corpus import CorpusSpec, iter_documents
 
     return list(iter_documents(CorpusSpec.from_config(corpus_entry)))
 
@@ -39,7 +39,7 @@ def subjoiner(model: str, manifest: str, corpus: dict, params: dict, runtime: di
 
 
 def figure9(models: Sequence[str], scores: Sequence[str], examples: Sequence[str], out_pdf: str) -> None:
-    from .figures_cases import plot_fig9
+    from .figures import plot_fig9
 
     plot_fig9(list(models), _concat(scores), _concat(examples), out_pdf)
 
@@ -52,8 +52,8 @@ def ing_neurons(model: str, manifest: str, params: dict, runtime: dict, out_neur
     """Weights only: ing separation of every neuron, the selected neurons, and the vocabulary
     cosines of the top prediction and suppression neuron. ``moments_path``: the ``neurons``
     rule's table (skew, kurtosis), so that they are not computed twice."""
-    from .neurons import folded_weights
-    from .probes import NEURON_COLUMNS, VOCAB_COLUMNS, IngSpec, ing_mask, neuron_table, select_neurons, vocab_table
+    from ..core.neurons import folded_weights
+    from .ing import NEURON_COLUMNS, VOCAB_COLUMNS, IngSpec, ing_mask, neuron_table, select_neurons, vocab_table
 
     spec = IngSpec.from_config(params)
     tokenizer = load_prepared_tokenizer(manifest)
@@ -84,7 +84,7 @@ def ing_activations(model: str, manifest: str, corpus: dict, params: dict, runti
     activations at the last position."""
     import numpy as np
 
-    from .probes import ACTIVATION_COLUMNS, PREDICTION_COLUMNS, IngSpec, build_prompts, collect_activations, ing_mask
+    from .ing import ACTIVATION_COLUMNS, PREDICTION_COLUMNS, IngSpec, build_prompts, collect_activations, ing_mask
     from .words import display_token
 
     spec = IngSpec.from_config(params)
@@ -129,7 +129,7 @@ def ing_activations(model: str, manifest: str, corpus: dict, params: dict, runti
 
 def ing_probes(model: str, prompts_path: str, activations_path: str, neurons_path: str, params: dict,
                out: str) -> None:
-    from .probes import PROBE_COLUMNS, IngSpec, fit_probes
+    from .ing import PROBE_COLUMNS, IngSpec, fit_probes
 
     spec = IngSpec.from_config(params)
     prompts = pd.read_parquet(prompts_path)
@@ -151,7 +151,7 @@ def ing_probes(model: str, prompts_path: str, activations_path: str, neurons_pat
 
 
 def figure10(models: Sequence[str], probes: Sequence[str], vocab: Sequence[str], out_pdf: str) -> None:
-    from .figures_cases import plot_fig10
+    from .figures import plot_fig10
 
     plot_fig10(list(models), _concat(probes), _concat(vocab), out_pdf)
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages_of_inference.metrics import Reference, compare, entropy_bits, kl_nats, summarise
+from stages_of_inference.core.metrics import Reference, compare, entropy_bits, kl_nats, summarise
 
 
 def logits_of(probs):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .plotting import line_with_band, model_palette, plt, save, sns
+from ..core.plotting import line_with_band, model_palette, plt, save, sns
 
 XLABEL = "Relative depth  (layer / (n_layers − 1))"
 

@@ -1,5 +1,6 @@
-# Figures 4-8 and Table 2: one hooked pass per model (extract), the weights alone (neurons),
-# and figure rules that only read tables.
+# The depth study (src/stages_of_inference/depth/), Figures 4-8 and Table 2: one hooked
+# pass per model (extract), the weights alone (neurons), and figure rules that only read
+# tables.
 
 
 rule extract:

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from stages_of_inference.models import ModelSpec, ModelUnavailableError, n_layers, prepare_model
+from stages_of_inference.core.models import ModelSpec, ModelUnavailableError, n_layers, prepare_model
 
 
 def test_missing_hub_model_fails_fast_and_names_it(monkeypatch, tmp_path):
@@ -23,7 +23,7 @@ def test_missing_hub_model_in_dry_run_is_reported(tmp_path):
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     cfg = tmp_path / "c.yaml"
     cfg.write_text("models:\n  nope: {source: hf, hf_name: someone/not-cached-model}\n")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-n", "--cores", "1", "--configfile", str(cfg)],

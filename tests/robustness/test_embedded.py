@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from stages_of_inference.corpus import CorpusSpec, sample_sequences
-from stages_of_inference.engine import run_sweep
-from stages_of_inference.models import EMBEDDED_SHAPE, bridge_from_hf_model, load_embedded_hf_model, load_embedded_tokenizer
+from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
+from stages_of_inference.robustness.compute import run_sweep
+from stages_of_inference.core.models import EMBEDDED_SHAPE, bridge_from_hf_model, load_embedded_hf_model, load_embedded_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,16 @@ from typing import Sequence
 
 import pandas as pd
 
-from .io import atomic_path, write_json, write_parquet, write_text
+from ..core.io import atomic_path, write_json, write_parquet, write_text
 
 log = logging.getLogger("stages_of_inference")
 
 
 def extract(model: str, manifest: str, tokens_path: str, record_path: str, runtime: dict,
             batch_size: int, out_tokens: str, out_summary: str) -> None:
-    from .corpus import load_tokens
-    from .depth_stats import extract_layer_stats, summarise_layer_stats
-    from .models import bridge_for_job
+    from ..core.corpus import load_tokens
+    from .compute import extract_layer_stats, summarise_layer_stats
+    from ..core.models import bridge_for_job
 
     bridge = bridge_for_job(manifest, runtime)  # eager attention: the patterns are hooked
     tokens, first = load_tokens(tokens_path, record_path)
@@ -38,8 +38,8 @@ def extract(model: str, manifest: str, tokens_path: str, record_path: str, runti
 
 
 def neurons(model: str, spec_entry: dict, manifest: str, runtime: dict, out_neurons: str, out_info: str) -> None:
-    from .models import ModelSpec, bridge_for_job, model_table_row, resolve_device
-    from .neurons import neuron_table, type_counts
+    from ..core.models import ModelSpec, bridge_for_job, model_table_row, resolve_device
+    from ..core.neurons import neuron_table, type_counts
 
     bridge = bridge_for_job(manifest, runtime, dtype="float32")
     # the Table 2 row first: folding unties tied embeddings, which would count them twice
@@ -57,8 +57,8 @@ def _concat(paths: Sequence[str]) -> pd.DataFrame:
 
 
 def figure(number: int, summaries: Sequence[str], out_pdf: str, neuron_tables: Sequence[str] = ()) -> None:
-    from .figures_depth import plot_depth_metric, plot_fig6
-    from .neurons import type_counts
+    from .figures import plot_depth_metric, plot_fig6
+    from ..core.neurons import type_counts
 
     summary = _concat(summaries)
     if number == 6:
@@ -74,7 +74,7 @@ def figure(number: int, summaries: Sequence[str], out_pdf: str, neuron_tables: S
 
 
 def table2(infos: Sequence[str], out_csv: str, out_md: str) -> None:
-    from .figures_depth import table2_markdown
+    from .figures import table2_markdown
 
     table = pd.DataFrame([json.loads(Path(p).read_text()) for p in infos])
     table = table[["model", "family", "parameters", "layers", "d_model", "heads"]]

@@ -28,7 +28,7 @@ import logging
 import numpy as np
 import torch
 
-from .metrics import entropy_bits, log_probs
+from ..core.metrics import entropy_bits, log_probs
 
 log = logging.getLogger(__name__)
 

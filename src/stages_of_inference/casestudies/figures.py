@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from .plotting import save  # noqa: E402
+from ..core.plotting import save  # noqa: E402
 
 KIND_TITLES = {"multi": "words split into several tokens", "single": "single-token words (control)"}
 ROLE_COLORS = {"prediction": "tab:green", "suppression": "tab:purple"}

@@ -1,0 +1,30 @@
+"""Figures: read tidy tables, draw, save. No model is ever run here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+
+def model_palette(models):
+    models = list(dict.fromkeys(models))
+    return dict(zip(models, sns.color_palette("tab10", n_colors=max(len(models), 1))))
+
+
+def line_with_band(ax, df, y, se, color, label):
+    df = df.sort_values("rel_depth")
+    ax.plot(df["rel_depth"], df[y], color=color, label=label, lw=1.6, marker="o", ms=2.5)
+    if se in df:
+        ax.fill_between(df["rel_depth"], df[y] - df[se], df[y] + df[se], color=color, alpha=0.25, lw=0)
+
+
+def save(fig, out_pdf: str | Path) -> None:
+    with atomic_path(out_pdf) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight")
+    plt.close(fig)
