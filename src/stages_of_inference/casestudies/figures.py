@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from ..core.plotting import save  # noqa: E402
+from ..core.plotting import rows_of, save  # noqa: E402
 
 KIND_TITLES = {"multi": "words split into several tokens", "single": "single-token words (control)"}
 ROLE_COLORS = {"prediction": "tab:green", "suppression": "tab:purple"}
@@ -86,8 +86,7 @@ def plot_fig9(models: list[str], scores: pd.DataFrame, examples: pd.DataFrame, o
     fig = plt.figure(figsize=(19, row_height * len(models) + 0.6))
     outer = fig.add_gridspec(len(models), 3, width_ratios=[1.15, 2.2, 2.2], wspace=0.32, hspace=0.35)
     for i, model in enumerate(models):
-        s = scores[scores["model"] == model] if len(scores) else scores
-        e = examples[examples["model"] == model] if len(examples) else examples
+        s, e = rows_of(scores, model), rows_of(examples, model)
         ax_map = fig.add_subplot(outer[i, 0])
         if s.empty:
             _empty(ax_map, f"{model}: no sub-joiner scores\n(too few multi- or single-token prompts; see logs)")
@@ -174,8 +173,7 @@ def plot_fig10(models: list[str], probes: pd.DataFrame, vocab: pd.DataFrame, out
     fig = plt.figure(figsize=(15, 5.2 * len(models) + 0.5))
     outer = fig.add_gridspec(len(models), 2, width_ratios=[1.6, 1], wspace=0.2, hspace=0.4)
     for i, model in enumerate(models):
-        p = probes[probes["model"] == model] if len(probes) else probes
-        v = vocab[vocab["model"] == model] if len(vocab) else vocab
+        p, v = rows_of(probes, model), rows_of(vocab, model)
         ax = fig.add_subplot(outer[i, 0])
         if p.empty:
             _empty(ax, f"{model}: no -ing probes (too few -ing prompts or no selected neurons; see logs)")

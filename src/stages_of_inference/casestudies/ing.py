@@ -191,7 +191,7 @@ def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_
     kurtosis (the neuron *type*) are taken from ``moments_table`` (the ``neurons`` rule's
     table, same weights and definitions) when given, else computed from the cosines.
     """
-    from ..core.neurons import _unit, classify, layer_moments
+    from ..core.neurons import _unit, classify, layer_frame, layer_moments
 
     ing = torch.as_tensor(is_ing)
     other = torch.as_tensor(is_real & ~is_ing)
@@ -217,21 +217,9 @@ def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_
             skew, kurt = rows["skew"].to_numpy(), rows["kurtosis"].to_numpy()
         else:
             skew, kurt = layer_moments(w_out[layer], u_float, chunk)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "model": model,
-                    "layer": np.full(n, layer, dtype=np.int32),
-                    "neuron": np.arange(n, dtype=np.int32),
-                    "ing_mean": ing_mean,
-                    "other_mean": other_mean,
-                    "ing_separation": (ing_mean - other_mean) / np.maximum(std, 1e-12),
-                    "skew": skew,
-                    "kurtosis": kurt,
-                    "type": classify(skew, kurt),
-                }
-            )
-        )
+        frames.append(layer_frame(model, layer, n, ing_mean=ing_mean, other_mean=other_mean,
+                                  ing_separation=(ing_mean - other_mean) / np.maximum(std, 1e-12),
+                                  skew=skew, kurtosis=kurt, type=classify(skew, kurt)))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -113,6 +113,20 @@ def layer_moments(w_out_layer: torch.Tensor, w_u_unit: torch.Tensor, chunk: int 
     return torch.cat(skews).numpy(), torch.cat(kurts).numpy()
 
 
+def layer_frame(model: str, layer: int, n: int, **columns) -> "pd.DataFrame":
+    """One layer's rows of a per-neuron table: model, layer, neuron, then ``columns``."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "model": model,
+            "layer": np.full(n, layer, dtype=np.int32),
+            "neuron": np.arange(n, dtype=np.int32),
+            **columns,
+        }
+    )
+
+
 def neuron_table(bridge, model: str, device: str = "cpu") -> "pd.DataFrame":  # noqa: F821
     """One row per MLP neuron: ``model, layer, neuron, skew, kurtosis, type``.
 
@@ -126,18 +140,7 @@ def neuron_table(bridge, model: str, device: str = "cpu") -> "pd.DataFrame":  # 
     for layer in range(w_out.shape[0]):
         skew, kurt = layer_moments(w_out[layer].to(device), w_u_unit)
         n = len(skew)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "model": model,
-                    "layer": np.full(n, layer, dtype=np.int32),
-                    "neuron": np.arange(n, dtype=np.int32),
-                    "skew": skew,
-                    "kurtosis": kurt,
-                    "type": classify(skew, kurt),
-                }
-            )
-        )
+        frames.append(layer_frame(model, layer, n, skew=skew, kurtosis=kurt, type=classify(skew, kurt)))
         log.info("%s layer %d: %s", model, layer, dict(zip(*np.unique(frames[-1]["type"], return_counts=True))))
     return pd.concat(frames, ignore_index=True)
 

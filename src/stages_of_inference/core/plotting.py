@@ -17,6 +17,11 @@ def model_palette(models):
     return dict(zip(models, sns.color_palette("tab10", n_colors=max(len(models), 1))))
 
 
+def rows_of(df, model: str):
+    """The rows of one model (an empty table stays as it is, columns or not)."""
+    return df[df["model"] == model] if len(df) else df
+
+
 def line_with_band(ax, df, y, se, color, label):
     df = df.sort_values("rel_depth")
     ax.plot(df["rel_depth"], df[y], color=color, label=label, lw=1.6, marker="o", ms=2.5)
