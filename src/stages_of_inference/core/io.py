@@ -11,12 +11,20 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set and restore
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only on success.
 
     A job killed half-way leaves no truncated output behind, so a resumed run
-    recomputes it instead of trusting it.
+    recomputes it instead of trusting it. The file gets the permissions a plain
+    ``open(path, "w")`` would give (0666 minus the umask: 0644 usually), not
+    ``mkstemp``'s 0600, so colleagues on a shared filesystem can read the results.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -29,7 +29,11 @@ def line_with_band(ax, df, y, se, color, label):
         ax.fill_between(df["rel_depth"], df[y] - df[se], df[y] + df[se], color=color, alpha=0.25, lw=0)
 
 
+# No creation date in the PDF: identical tables give byte-identical figures.
+PDF_METADATA = {"CreationDate": None}
+
+
 def save(fig, out_pdf: str | Path) -> None:
     with atomic_path(out_pdf) as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches="tight")
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata=PDF_METADATA)
     plt.close(fig)
