@@ -13,11 +13,13 @@ FIG3_PANELS = (
 
 
 def plot_fig3(summary, out_pdf) -> None:
-    """2 rows (swap, drop) x 3 columns (KL, top-1 agreement, Δentropy) vs relative depth."""
+    """2 rows (swap, drop; only those in the table) x 3 columns (KL, top-1 agreement,
+    Δentropy) vs relative depth."""
     sns.set_theme(style="whitegrid", context="paper")
     palette = model_palette(summary["model"])
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.6), sharex=True)
-    for row, kind in enumerate(("swap", "drop")):
+    kinds = [k for k in ("swap", "drop") if k in set(summary["kind"].astype(str))]  # config: kinds
+    fig, axes = plt.subplots(len(kinds), 3, figsize=(13, 3.3 * len(kinds)), sharex=True, squeeze=False)
+    for row, kind in enumerate(kinds):
         sub = summary[summary["kind"].astype(str) == kind]
         for col, (metric, label) in enumerate(FIG3_PANELS):
             ax = axes[row, col]
@@ -29,13 +31,14 @@ def plot_fig3(summary, out_pdf) -> None:
                 ax.set_ylim(-0.02, 1.02)
             if metric == "entropy_change":
                 ax.axhline(0, color="0.3", lw=0.8, ls="--")
-            if row == 1:
+            if row == len(kinds) - 1:
                 ax.set_xlabel("Relative depth  (layer / (n_layers − 1))")
             ax.set_xlim(-0.02, 1.02)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-               bbox_to_anchor=(0.5, 1.04), title="model")
-    fig.suptitle("Figure 3: layer swap (top) and layer drop (bottom) vs. the unmodified model",
-                 y=1.09, fontsize=12)
+               bbox_to_anchor=(0.5, 1.0 + 0.04 * 2 / len(kinds)), title="model")
+    title = {("swap", "drop"): "layer swap (top) and layer drop (bottom)",
+             ("swap",): "layer swap", ("drop",): "layer drop"}[tuple(kinds)]
+    fig.suptitle(f"Figure 3: {title} vs. the unmodified model", y=1.0 + 0.09 * 2 / len(kinds), fontsize=12)
     fig.tight_layout()
     save(fig, out_pdf)
