@@ -26,6 +26,8 @@ rule subjoiner:
         "logs/subjoiner/{model}.log",
     benchmark:
         "results/benchmarks/subjoiner/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/subjoiner.py"
 
@@ -50,6 +52,8 @@ rule ing_neurons:
         "logs/ing_neurons/{model}.log",
     benchmark:
         "results/benchmarks/ing_neurons/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/ing_neurons.py"
 
@@ -74,6 +78,8 @@ rule ing_activations:
         "logs/ing_activations/{model}.log",
     benchmark:
         "results/benchmarks/ing_activations/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/ing_activations.py"
 
@@ -93,6 +99,8 @@ rule ing_probes:
         "logs/ing_probes/{model}.log",
     benchmark:
         "results/benchmarks/ing_probes/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/ing_probes.py"
 
@@ -110,6 +118,8 @@ rule fig9:
         "logs/figures/fig9.log",
     benchmark:
         "results/benchmarks/figures/fig9.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fig9.py"
 
@@ -128,5 +138,7 @@ rule fig10:
         "logs/figures/fig10.log",
     benchmark:
         "results/benchmarks/figures/fig10.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fig10.py"

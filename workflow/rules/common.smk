@@ -1,29 +1,34 @@
-import os
-import sys
-
-# The library lives in src/; jobs (local or on a cluster) find it through PYTHONPATH
-# even when the package was not pip-installed.
-SRC = os.path.join(workflow.basedir, "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-
-from stages_of_inference.core.models import ModelSpec, n_layers  # noqa: E402
+# Conventions, kept by every rule in workflow/rules/*.smk so that `snakemake --lint`
+# stays clean (tests/test_workflow.py checks it)
+# - log: "logs/<rule>/{model}.log" (per-model rules) or "logs/figures/<rule>.log", and the
+#   script calls setup_logging(snakemake.log[0]) first;
+# - benchmark: "results/benchmarks/<rule>/{model}.tsv" (or .../figures/<rule>.tsv);
+# - conda: CONDA_ENV (one environment for the whole package, workflow/envs/stages.yaml;
+#   add a new third-party dependency there and to pyproject.toml);
+# - script: "../scripts/<rule>.py", a thin script calling <study>/rules.py;
+# - threads: RUNTIME["threads"] and resources: gpu=GPU on rules that run a model;
+# - no absolute paths, no environment variables read in rules files (PYTHONPATH is set
+#   and declared with envvars: in the Snakefile);
+# - figures and tables: output wrapped in report(..., caption="../report/<name>.rst",
+#   category=...), and every figure/table added to ALL_TARGETS below; per-model tables
+#   the README tells users to open go to ALL_TARGETS too (MODEL_TABLES);
+# - input functions and other helpers live here (or in the package), never in a file
+#   with rules ("Mixed rules and functions" lint; it also fires on a comment line with
+#   the word rule, a space and later a colon).
+from stages_of_inference.core.models import ModelSpec, job_gpus, max_positions, n_layers  # noqa: E402
 from stages_of_inference.robustness.rules import chunk_layers, chunk_name  # noqa: E402
 
+CONDA_ENV = "../envs/stages.yaml"  # relative to workflow/rules/
 MODELS = {name: ModelSpec.from_config(name, entry) for name, entry in config["models"].items()}
 N_LAYERS = {name: n_layers(spec) for name, spec in MODELS.items()}
 KINDS = config["interventions"]["kinds"]
 RUNTIME = config["runtime"]
+# GPUs per model-running job, from runtime.device (auto: is an NVIDIA driver present?)
+GPU = job_gpus(RUNTIME["device"])
 
-
-def uses_gpu():
-    device = RUNTIME["device"]
-    if device == "auto":
-        return int(os.path.exists("/dev/nvidiactl"))
-    return int(device.startswith("cuda"))
-
-
-GPU = uses_gpu()
+# Checked when the DAG is built, not inside a job minutes later.
+config_check(checks.check_seq_len, config["corpus"]["seq_len"],
+             {name: max_positions(spec) for name, spec in MODELS.items()})
 
 
 def chunks(model, kind):
@@ -47,7 +52,19 @@ wildcard_constraints:
     chunk=r"\d{3}-\d{3}",
 
 
+# The per-model tables the README tells users to open (results/{model}/...).
+MODEL_TABLES = [
+    "interventions.parquet",
+    "interventions_summary.parquet",
+    "layer_stats.parquet",
+    "layer_stats_tokens.parquet",
+    "neurons.parquet",
+    *(f"subjoiner_{name}.parquet" for name in ("prompts", "scores", "examples")),
+    *(f"ing_{name}.parquet" for name in ("neurons", "vocab", "prompts", "activations", "probes")),
+]
+
 ALL_TARGETS = [
+    *(f"results/{model}/{table}" for model in MODELS for table in MODEL_TABLES),
     "figures/fig3.pdf",
     "figures/table_robustness.md",
     "figures/table_robustness.csv",

@@ -11,5 +11,7 @@ rule tokenize:
         "logs/tokenize/{model}.log",
     benchmark:
         "results/benchmarks/tokenize/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/tokenize.py"

