@@ -36,7 +36,8 @@ configfile: "config/config.yaml"
 if checks.replaces_default_config(workflow.overwrite_configfiles):
     config.clear()
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
-    logger.info("config/config.yaml is replaced: a --configfile lists its own models.")
+    if workflow.configfiles:
+        logger.info("config/config.yaml is replaced, not extended: a --configfile lists models.")
 
 SCHEMA = os.path.join(workflow.basedir, "config/schema.yaml")
 with open(SCHEMA) as _schema:

@@ -58,7 +58,7 @@ def slurm_cluster():
 def run(workdir, *args, timeout=1200):
     proc = subprocess.run(
         [*SNAKEMAKE, "figures/fig3.pdf", "--directory", str(workdir), "--configfile",
-         str(workdir.parent / "config.yaml"), "--replace-workflow-config", *args],
+         str(workdir.parent / "config.yaml"), *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )

@@ -2,6 +2,7 @@
 and the whole DAG on a tiny config (random-weight models), checked against plain
 transformers."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,81 @@ def test_tiny_workflow_builds_figures(tiny_run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def readme_tables():
+    """The per-model tables the README tells users to open: `results/{model}/x.parquet`,
+    brace lists `results/{model}/a_{b,c}.parquet` and bare `x.parquet` beside them."""
+    names = set()
+    for ref in re.findall(r"`(?:results/\{model\}/)?([\w{},]+\.parquet)`", (REPO / "README.md").read_text()):
+        match = re.fullmatch(r"(\w*)\{([\w,]+)\}(\w*\.parquet)", ref)
+        names |= {f"{match[1]}{part}{match[3]}" for part in match[2].split(",")} if match else {ref}
+    return sorted(names)
+
+
+def readme_targets():
+    """The figures and tables of the README's target table (`figures/x.{md,csv}` -> both)."""
+    targets = []
+    for ref in re.findall(r"^\| `(figures/[^`]+)`", (REPO / "README.md").read_text(), flags=re.M):
+        match = re.fullmatch(r"(.+)\.\{(.+)\}", ref)
+        targets += [f"{match[1]}.{ext}" for ext in match[2].split(",")] if match else [ref]
+    return targets
+
+
+def test_all_rebuilds_the_tables_the_readme_points_to(tiny_run, tmp_path):
+    tables = readme_tables()
+    assert {"interventions.parquet", "interventions_summary.parquet", "layer_stats_tokens.parquet",
+            "subjoiner_scores.parquet", "ing_probes.parquet"} <= set(tables), tables
+    moved = []
+    try:
+        for model in ("tiny-llama", "tiny-gpt2"):
+            for name in tables:
+                path = tiny_run / "results" / model / name
+                moved.append((path, tmp_path / f"{model}-{name}"))
+                path.rename(moved[-1][1])
+        plan = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tiny_run),
+                         "--configfile", str(REPO / "config/test.yaml"), "-n", "--cores", "1", "all")
+    finally:
+        for path, away in moved:
+            away.rename(path)
+    out = plan.stdout + plan.stderr
+    missing = [f"{m}/{n}" for m in ("tiny-llama", "tiny-gpt2") for n in tables if f"results/{m}/{n}" not in out]
+    assert not missing, out[-3000:]
+
+
+def test_report_holds_every_figure_and_table(tiny_run):
+    snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tiny_run),
+              "--configfile", str(REPO / "config/test.yaml"), "--cores", "1", "--report", "report.html")
+    html = (tiny_run / "report.html").read_text()
+    targets = [t for t in readme_targets() if not t.endswith(".md")]  # .md: the same table as .csv
+    assert {"figures/fig3.pdf", "figures/fig10.pdf", "figures/table_robustness.csv", "figures/table2.csv"} <= set(targets)
+    missing = [t for t in targets if t not in html]
+    assert not missing, missing
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_conda_env_lists_the_package_dependencies():
+    """`--sdm conda` runs every rule in workflow/envs/stages.yaml: the same libraries as
+    pyproject.toml (snakemake and its plugin run the workflow, not the jobs)."""
+    import yaml
+
+    block = (REPO / "pyproject.toml").read_text().split("\ndependencies = [")[1].split("]")[0]
+    deps = re.findall(r'"([^"]+)"', block)
+    assert "torch>=2.4" in deps
+    env = yaml.safe_load((REPO / "workflow/envs/stages.yaml").read_text())
+    listed = [d for d in env["dependencies"] if isinstance(d, str)]
+    listed += [d for d in env["dependencies"] if isinstance(d, dict) for d in d["pip"]]
+    names = {re.split(r"[ <>=]", d.strip())[0].replace("_", "-") for d in listed}
+    conda_name = {"torch": "pytorch", "matplotlib": "matplotlib-base", "seaborn": "seaborn-base"}
+    for dep in deps:
+        name = re.split(r"[ <>=\[]", dep)[0]
+        if not name.startswith("snakemake"):
+            assert conda_name.get(name, name) in names, name
+
+
 def test_tiny_workflow_numbers_match_plain_transformers(tiny_run):
     """Recompute base accuracy and the drop-1 KL with plain transformers on the
     workflow's own tokens and weights."""
@@ -108,7 +184,8 @@ def documented_commands():
     lines = []
     for line in (REPO / "README.md").read_text().splitlines():
         cmd = line.split("#")[0].split("|")[0].strip()
-        if cmd.startswith((".venv/bin/snakemake ", "snakemake ")) and "--report" not in cmd:
+        if cmd.startswith((".venv/bin/snakemake ", "snakemake ")) and not any(
+                flag in cmd for flag in ("--report", "--lint")):  # both tested below
             lines.append(cmd)
     recipe = (REPO / "Makefile").read_text().split("\nrun:")[1].splitlines()[1]
     lines.append(recipe.strip().replace("$(VENV)", ".venv").replace("$(CORES)", "2"))
