@@ -64,7 +64,7 @@ def test_figure_pdfs_are_byte_reproducible(tmp_path, umask, monkeypatch):
 @pytest.mark.parametrize("kinds", [("drop",), ("swap",), ("drop", "swap")])
 def test_fig3_draws_the_configured_kinds_only(tmp_path, kinds):
     """`interventions.kinds: [drop]` is valid config; Figure 3 then has one row."""
-    from stages_of_inference.plotting import plot_fig3
+    from stages_of_inference.robustness.figures import plot_fig3
 
     table = summary_table()
     plot_fig3(table[table.kind.isin(kinds)], tmp_path / "fig3.pdf")
