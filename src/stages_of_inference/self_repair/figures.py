@@ -50,20 +50,22 @@ def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = 
 
         ax = axes[row, 1]
         ok = g[g["de"] > 0]
+        strong = ok[ok["de"] >= ok["de"].median()] if len(ok) else ok
+        by_layer = ok.groupby("rel_depth")
         for col, label, color in PARTS:
-            frac = ok[col] / ok["de"]
-            ax.scatter(ok["rel_depth"], frac, s=6, color=color, alpha=0.3, lw=0)
-            med = frac.groupby(ok["rel_depth"]).median()
-            ax.plot(med.index, med.to_numpy(), color=color, lw=1.5, label=label)
+            # points: heads with at least the median DE (small DEs make ratios explode);
+            # lines: per layer, the part summed over heads / DE summed over heads
+            ax.scatter(strong["rel_depth"], strong[col] / strong["de"], s=7, color=color, alpha=0.35, lw=0)
+            ratio = by_layer[col].sum() / by_layer["de"].sum()
+            ax.plot(ratio.index, ratio.to_numpy(), color=color, lw=1.5, label=label)
         ax.axhline(0, color="0.3", lw=0.6)
         ax.axhline(1, color="0.3", lw=0.6, ls="--")
-        vals = np.concatenate([(ok[c] / ok["de"]).to_numpy() for c, _, _ in PARTS]) if len(ok) else np.zeros(1)
-        lo, hi = np.nanpercentile(vals, [2, 98]) if np.isfinite(vals).any() else (-1, 1)
-        ax.set_ylim(min(lo, -0.1) - 0.1, max(hi, 1.05) + 0.1)
+        ax.set_ylim(-1.2, 2.2)
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel("relative depth of the ablated head")
-        ax.set_ylabel("part / DE  (heads with DE > 0)")
-        ax.set_title("fraction of the direct effect given back, by part", fontsize=9)
+        ax.set_ylabel("part / DE")
+        ax.set_title("fraction of DE given back (lines: per layer, Σ part / Σ DE;\n"
+                     "points: heads with DE ≥ median)", fontsize=9)
         ax.legend(fontsize=7, ncol=2, frameon=False, loc="upper left")
 
         ax = axes[row, 2]
