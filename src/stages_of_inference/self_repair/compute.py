@@ -124,20 +124,12 @@ class NormReadout:
 
 def head_out_weights(engine, layer: int) -> torch.Tensor:
     """``W_O`` per head, ``[H, d_head, d_model]``: hook_z (flattened) @ W -> attn output."""
-    return _in_out(engine.attn_out_proj(layer)).reshape(engine.n_heads, engine.d_head, -1)
+    return engine.head_out_weights(layer).detach().float()
 
 
 def mlp_out_weights(engine, layer: int) -> torch.Tensor:
     """The down projection as ``[d_mlp, d_model]`` (hook_post @ W -> mlp output)."""
-    return _in_out(engine.mlp_out_proj(layer))
-
-
-def _in_out(module) -> torch.Tensor:
-    """A Linear ([out, in] weight) or a GPT-2 Conv1D ([in, out]) as an [in, out] matrix."""
-    w = module.weight.detach().float()
-    if isinstance(module, torch.nn.Linear):
-        return w.t()
-    return w  # transformers' Conv1D stores [in, out]
+    return engine.mlp_out_weights(layer).detach().float()
 
 
 # --------------------------------------------------------------------------------------

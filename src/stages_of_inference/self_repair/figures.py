@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..plotting import save  # noqa: E402
+from ..core.plotting import save  # noqa: E402
 
 PARTS = (("self_repair", "total", "black"), ("sr_norm", "final norm", "tab:orange"),
          ("sr_attn", "later attention", "tab:red"), ("sr_mlp", "MLPs", "tab:blue"))
