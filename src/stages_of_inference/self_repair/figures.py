@@ -74,8 +74,8 @@ def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = 
         if len(pct):
             ax.axvline(pct.median(), color="0.2", lw=1.2, label=f"median {pct.median():.1%}")
         ax.axvline(0.3, color="tab:red", lw=1, ls="--", label="study: up to 30 %")
-        unclipped = ok["norm_frac_de"].median() if len(ok) else float("nan")
-        ax.plot([], [], " ", label=f"unclipped (mean SR_norm / mean DE): median {unclipped:.1%}")
+        unclipped = strong["norm_frac_de"].median() if len(strong) else float("nan")
+        ax.plot([], [], " ", label=f"unclipped mean SR_norm / mean DE,\nheads with DE ≥ median: median {unclipped:.1%}")
         ax.set_xlabel("final-norm repair / DE per token, clipped to [0, 1], mean over top tokens")
         ax.set_ylabel("heads")
         ax.set_title("share of the direct effect repaired by the final norm", fontsize=9)
