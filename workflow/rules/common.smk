@@ -73,4 +73,6 @@ ALL_TARGETS = [
     "figures/table2.csv",
     "figures/fig9.pdf",
     "figures/fig10.pdf",
+    "figures/self_repair.pdf",
+    "figures/self_repair_tokens.pdf",
 ]

@@ -1,0 +1,73 @@
+"""The self-repair targets built by a real snakemake run on the tiny config, and one
+head's numbers recomputed with plain transformers on the workflow's own weights/tokens."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from test_self_repair_compute import HandRun, hand_readout
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_self_repair(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf_self_repair")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+           str(work), "--configfile", str(REPO / "config/test.yaml"), "--cores", "2",
+           "figures/self_repair.pdf", "figures/self_repair_tokens.pdf"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work
+
+
+def test_tiny_workflow_builds_self_repair_targets(tiny_self_repair):
+    work = tiny_self_repair
+    for name in ("self_repair", "self_repair_tokens"):
+        pdf = work / f"figures/{name}.pdf"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000, pdf
+    for model, n_layers in (("tiny-llama", 4), ("tiny-gpt2", 3), ("tiny-neox", 3)):
+        heads = pd.read_parquet(work / f"results/{model}/self_repair.parquet")
+        assert len(heads) == n_layers * 4 and set(heads["model"]) == {model}
+        tokens = pd.read_parquet(work / f"results/{model}/self_repair_tokens.parquet")
+        assert len(tokens) == n_layers * 4 * 4 * 15  # heads x 4 sequences x positions 1..15 (top1)
+        neurons = pd.read_parquet(work / f"results/{model}/self_repair_neurons.parquet")
+        assert len(neurons) == n_layers * 4 * 3
+        assert (work / f"results/benchmarks/self_repair/{model}.tsv").exists()
+        assert (work / f"logs/self_repair/{model}.log").exists()
+
+
+@torch.no_grad()
+def test_tiny_workflow_total_effect_matches_plain_transformers(tiny_self_repair):
+    from transformers import AutoModelForCausalLM
+
+    work = tiny_self_repair
+    manifest = json.loads((work / "results/models/tiny-llama/manifest.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(manifest["path"], attn_implementation="eager").eval()
+    tokens = torch.load(work / "results/tiny-llama/tokens.pt")[:4, :16]
+    df = pd.read_parquet(work / "results/tiny-llama/self_repair_tokens.parquet")
+    layer, head, dh = 2, 3, 16
+    clean = HandRun(model, "llama", tokens)
+    mean = clean.o_in[layer].mean((0, 1))
+    sl = slice(head * dh, (head + 1) * dh)
+
+    def edit(x):
+        x[..., sl] = mean[sl]
+        return x
+
+    abl = HandRun(model, "llama", tokens, edit=(layer, edit))
+    pos = slice(1, 16)
+    targets = clean.logits[:, pos].argmax(-1)
+    te = (clean.logits[:, pos] - abl.logits[:, pos]).gather(-1, targets[..., None])[..., 0]
+    u, s = hand_readout(model, "llama", clean.final[:, pos], targets)
+    w = model.model.layers[layer].self_attn.o_proj.weight[:, sl]
+    de = (((clean.o_in[layer][..., sl] - mean[sl]) @ w.T)[:, pos] * u).sum(-1) / s
+    got = df[(df["layer"] == layer) & (df["head"] == head)].sort_values(["seq", "pos"])
+    np.testing.assert_array_equal(got["target"].to_numpy(), targets.flatten().numpy())
+    np.testing.assert_allclose(got["te"].to_numpy(), te.flatten().numpy(), atol=2e-4, rtol=1e-3)
+    np.testing.assert_allclose(got["de"].to_numpy(), de.flatten().numpy(), atol=2e-4, rtol=1e-3)
