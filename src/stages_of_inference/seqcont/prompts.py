@@ -93,7 +93,6 @@ class SeqcontSpec:
     threshold: float = 0.8
     n_orders: int = 1
     seed: int = 0
-    batch_size: int = 64
 
     @classmethod
     def from_config(cls, entry: dict | None) -> "SeqcontSpec":
