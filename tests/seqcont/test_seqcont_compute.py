@@ -114,9 +114,9 @@ def test_planted_head_has_top_successor_score(planted, bpe_tokenizer):
     scores = successor_scores(engine, bpe_tokenizer, ["digits", "months"])
     assert set(scores["family"]) == {"digits"}  # months are not single tokens for this BPE
     top = scores.sort_values("successor_score", ascending=False).iloc[0]
-    assert (top.layer, top.head) == (PLANT_LAYER, PLANT_HEAD)
+    assert (top["layer"], top["head"]) == (PLANT_LAYER, PLANT_HEAD)
     assert top.successor_score == 1.0 and top.copy_score == 0.0 and top.successor_rank == 1.0
-    others = scores[(scores.layer != PLANT_LAYER) | (scores.head != PLANT_HEAD)]
+    others = scores[(scores["layer"] != PLANT_LAYER) | (scores["head"] != PLANT_HEAD)]
     assert others["successor_score"].max() < 1.0
     assert len(scores) == 2 * 4 and (scores["n_items"] == 9).all()
 

@@ -56,4 +56,7 @@ ALL_TARGETS = [
     "figures/table2.csv",
     "figures/fig9.pdf",
     "figures/fig10.pdf",
+    "figures/seqcont_tasks.pdf",
+    "figures/seqcont_heads.pdf",
+    "figures/seqcont_circuits.pdf",
 ]

@@ -326,16 +326,9 @@ def family_item_ids(tokenizer, family: str) -> tuple[list[str], list[int]]:
 
 
 def head_outputs(engine, layer: int, z: torch.Tensor) -> torch.Tensor:
-    """Each head's output ``z_h W_O[h]`` (no bias): ``[H, n, d]`` from ``z [n, H, d_head]``,
-    through the layer's own output projection (Linear or Conv1D alike)."""
-    proj = engine.attn_out_proj(layer)
-    n, n_heads, d_head = z.shape
-    masked = torch.zeros(n_heads, n, n_heads, d_head, dtype=z.dtype, device=z.device)
-    for h in range(n_heads):
-        masked[h, :, h] = z[:, h]
-    out = proj(masked.reshape(n_heads * n, n_heads * d_head))
-    bias = proj(torch.zeros(1, n_heads * d_head, dtype=z.dtype, device=z.device))
-    return (out - bias).view(n_heads, n, -1)
+    """Each head's output ``z_h W_O[h]`` (no bias): ``[H, n, d]`` from ``z [n, H, d_head]``."""
+    w_o = engine.head_out_weights(layer)  # [H, d_head, d]
+    return torch.einsum("nhe,hed->hnd", z.to(w_o.dtype), w_o)
 
 
 def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
@@ -355,8 +348,7 @@ def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
                 return None
 
             engine.run_from(start, order=[layer], hooks=[(z_hook(layer), capture)], output="residual")
-            z = got["z"][:, 0].float()  # [n, H, d_head]
-            heads = head_outputs(engine, layer, z.to(got["z"].dtype))
+            heads = head_outputs(engine, layer, got["z"][:, 0])  # z: [n, H, d_head]
             out[layer] = engine.unembed(heads).float()
     return out
 

@@ -96,7 +96,8 @@ def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0) -
     """Mean-ablation effect on the logit difference, % of |clean|, per component."""
     names = _tasks_in_order(components)
     ncol = max(1, len(names))
-    fig, axes = plt.subplots(len(models), ncol, figsize=(1.6 * ncol + 1.5, 3.2 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), ncol, figsize=(1.6 * ncol + 1.5, 3.4 * len(models)), squeeze=False,
+                             layout="constrained")
     image = None
     for i, model in enumerate(models):
         m = components[components["model"] == model]
@@ -130,7 +131,8 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
     of each head with circuit members outlined, and the circuit sizes per task and order."""
     names = _tasks_in_order(summary)
     ncol = len(names) + 3
-    fig, axes = plt.subplots(len(models), ncol, figsize=(1.55 * ncol + 1.5, 3.4 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), ncol, figsize=(1.55 * ncol + 1.5, 3.6 * len(models)), squeeze=False,
+                             layout="constrained")
     for i, model in enumerate(models):
         c = circuits[circuits["model"] == model]
         s = summary[summary["model"] == model]
@@ -194,7 +196,7 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
             if len(inc):
                 ax.scatter(inc["head"], inc["layer"], s=14, facecolors="none", edgecolors="r", lw=0.6)
             top = best.sort_values("successor_score", ascending=False).iloc[0]
-            ax.set_xlabel(f"head\ntop: L{int(top.layer)}H{int(top.head)} = {top.successor_score:.2f}", fontsize=6)
+            ax.set_xlabel(f"head\ntop: L{int(top['layer'])}H{int(top['head'])} = {top['successor_score']:.2f}", fontsize=6)
             step = max(1, n_layers // 6)
             ax.set_yticks(range(0, n_layers, step), [str(k) for k in range(0, n_layers, step)], fontsize=6)
             ax.set_xticks(range(0, n_heads, max(1, n_heads // 4)))
@@ -215,5 +217,4 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
             ax.set_ylim(bottom=0)
     fig.suptitle("Sequence-continuation circuits: iterative mean-ablation pruning "
                  "(dots: order-0 circuit; shading: share of orders keeping it)", fontsize=9)
-    fig.tight_layout()
     save(fig, out_pdf)
