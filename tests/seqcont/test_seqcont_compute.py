@@ -27,7 +27,8 @@ PLANT_LAYER, PLANT_HEAD = 1, 2
 
 
 def digit_prompts(tokenizer, **kw):
-    spec = SeqcontSpec(tasks=["digits"], circuit_tasks=[], **kw)
+    # "1 2 3 4 " (space-separated: the planted head reads the token just before the last)
+    spec = SeqcontSpec(tasks=["digits"], circuit_tasks=[], n_items=4, n_prompts=8, separator=" ", **kw)
     prompts, _ = make_prompts(tokenizer, spec)
     assert len(prompts) == 5
     return prompts

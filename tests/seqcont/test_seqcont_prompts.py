@@ -19,6 +19,7 @@ def n_word_tokens(tokenizer, word):
 def generated(request, smol_tokenizer, bpe_tokenizer):
     tok = smol_tokenizer if request.param == "smol" else bpe_tokenizer
     spec = SeqcontSpec(tasks=list(TASKS), n_prompts=6)
+    assert spec.separator == ", " and spec.n_items == 3
     prompts, counts = make_prompts(tok, spec)
     return request.param, tok, spec, prompts, counts
 
@@ -38,9 +39,9 @@ def test_counts_follow_single_token_items(generated):
         assert counts.loc["digits", "n_single_token_items"] == 9
         assert counts.loc["months", "n_single_token_items"] == 12
         assert (counts["n_kept"] > 0).all()
-        assert counts.loc["digits", "n_kept"] == 5  # starts 1..5 of "a b c d -> e" within 1..9
+        assert counts.loc["digits", "n_kept"] == 9 - spec.n_items  # every start within 1..9
     else:
-        assert counts.loc["digits", "n_kept"] == 5
+        assert counts.loc["digits", "n_kept"] == 9 - spec.n_items
         for task in ("numwords", "months", "weekdays", "months_words"):
             assert counts.loc[task, "n_kept"] == 0
 
@@ -93,7 +94,7 @@ def test_seeded_and_recorded(smol_tokenizer):
 
 
 def test_repeat_last_corruption(smol_tokenizer):
-    spec = SeqcontSpec(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last")
+    spec = SeqcontSpec(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last", separator=" ")
     p, _ = make_prompts(smol_tokenizer, spec)
     assert len(p)
     for r in p.itertuples():

@@ -51,15 +51,13 @@ rule seqcont_effects:
 
 rule seqcont_circuits:
     """Iterative mean-ablation pruning (threshold x clean logit difference) per circuit
-    task and seeded removal order; re-check of each circuit; overlap across tasks."""
+    task and seeded removal order; re-check of each circuit."""
     input:
         model="results/models/{model}/manifest.json",
         prompts="results/{model}/seqcont_prompts.parquet",
-        successor="results/{model}/seqcont_successor.parquet",
     output:
         circuits="results/{model}/seqcont_circuits.parquet",
         summary="results/{model}/seqcont_circuit_summary.parquet",
-        overlap="results/{model}/seqcont_overlap.parquet",
     params:
         seqcont=SEQCONT,
         runtime=RUNTIME,
@@ -72,6 +70,21 @@ rule seqcont_circuits:
         "results/benchmarks/seqcont_circuits/{model}.tsv"
     script:
         "../scripts/seqcont_circuits.py"
+
+
+rule seqcont_overlap:
+    """Tables only: components shared by the tasks' circuits, with their successor scores."""
+    input:
+        circuits="results/{model}/seqcont_circuits.parquet",
+        successor="results/{model}/seqcont_successor.parquet",
+    output:
+        "results/{model}/seqcont_overlap.parquet",
+    log:
+        "logs/seqcont_overlap/{model}.log",
+    benchmark:
+        "results/benchmarks/seqcont_overlap/{model}.tsv"
+    script:
+        "../scripts/seqcont_overlap.py"
 
 
 rule seqcont_fig_tasks:

@@ -6,10 +6,8 @@ seqcont_circuits(
     model=snakemake.wildcards.model,
     manifest=snakemake.input.model,
     prompts_path=snakemake.input.prompts,
-    successor_path=snakemake.input.successor,
     params=snakemake.params.seqcont,
     runtime={**snakemake.params.runtime, "threads": snakemake.threads},
     out_circuits=snakemake.output.circuits,
     out_summary=snakemake.output.summary,
-    out_overlap=snakemake.output.overlap,
 )

@@ -354,10 +354,11 @@ def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
 
 
 def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
-    rows = []
+    """Successor and copy scores of every head for each family (module docstring); one
+    OV pass over the single-token items of all families together."""
+    plan = []
     for family in families:
         items, ids = family_item_ids(tokenizer, family)
-        n = len(items)
         words = FAMILIES[family]
         pairs = []  # (index of k, index of k + 1) within items
         for i, w in enumerate(items):
@@ -369,19 +370,26 @@ def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
             if words[j] in items:
                 pairs.append((i, items.index(words[j])))
         if len(pairs) < 2:
-            log.warning("%s: %d single-token items, no successor scores", family, n)
+            log.warning("%s: %d single-token items, no successor scores", family, len(items))
             continue
+        plan.append((family, ids, pairs))
+    if not plan:
+        return pd.DataFrame(columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+    union = list(dict.fromkeys(t for _, ids, _ in plan for t in ids))
+    logits = ov_logits(engine, union)  # {layer: [H, n_union, V]}
+    rows = []
+    for family, ids, pairs in plan:
+        at = torch.tensor([union.index(t) for t in ids])
+        id_t = torch.tensor(ids)
         src = torch.tensor([p[0] for p in pairs])
         dst = torch.tensor([p[1] for p in pairs])
-        logits = ov_logits(engine, ids)
-        id_t = torch.tensor(ids)
         for layer, lg in logits.items():
-            sub = lg[:, :, id_t.to(lg.device)].cpu()[:, src]  # [H, pairs, n_items]
+            sub = lg[:, at.to(lg.device)][:, :, id_t.to(lg.device)].cpu()[:, src]  # [H, pairs, items]
             top = sub.argmax(-1)
             rank = 1 + (sub > sub.gather(-1, dst[None, :, None].expand(sub.shape[0], -1, 1))).sum(-1)
             for h in range(sub.shape[0]):
                 rows.append(dict(family=family, layer=layer, head=h, component=component_name(layer, h),
                                  successor_score=float((top[h] == dst).float().mean()),
                                  copy_score=float((top[h] == src).float().mean()),
-                                 successor_rank=float(rank[h].float().mean()), n_items=n))
+                                 successor_rank=float(rank[h].float().mean()), n_items=len(ids)))
     return pd.DataFrame(rows, columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])

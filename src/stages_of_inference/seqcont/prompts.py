@@ -9,9 +9,12 @@ Four item families (after the seqcont_circuits repository of Lan, Torr & Barez):
 
 Each family has two variants, giving the task names ``<family>`` and ``<family>_words``:
 
-* plain:        ``"1 2 3 4"`` -> answer ``"5"``
-* among words:  ``"apple 1 table 2 chair 3 house 4 river"`` -> ``"5"`` (random filler
+* plain:        ``"1, 2, 3,"`` -> answer ``" 4"``
+* among words:  ``"apple, 1, table, 2, chair, 3, river,"`` -> ``" 4"`` (random filler
   words, drawn per prompt, interleaved with the items).
+
+Pieces are joined by ``separator`` (default ``", "``: SmolLM2-135M continues "one, two,
+three," with " four" but not "one two three"; the repository used sentence templates).
 
 Every clean prompt has a matched corrupted prompt with the same filler words and the same
 token positions:
@@ -85,10 +88,11 @@ def task_parts(task: str) -> tuple[str, str]:
 class SeqcontSpec:
     """The ``seqcont:`` config section (documented in config/schema.yaml)."""
 
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    tasks: list[str] = field(default_factory=lambda: list(FAMILIES))
     circuit_tasks: list[str] = field(default_factory=lambda: list(FAMILIES))
-    n_items: int = 4
-    n_prompts: int = 8
+    n_items: int = 3
+    n_prompts: int = 3
+    separator: str = ", "
     corruption: str = "random"
     threshold: float = 0.8
     n_orders: int = 1
@@ -164,15 +168,15 @@ def _token_at(offsets, start: int, end: int) -> int | None:
     return covering[0]
 
 
-def _build(words: list[str] | None, items: list[str], answer: str):
-    """Text of ``items + answer`` (interleaved with ``words`` if given) and the character
-    spans of every item and of the answer."""
+def _build(words: list[str] | None, items: list[str], answer: str, separator: str = ", "):
+    """Text of ``items + answer`` (interleaved with ``words`` if given), pieces joined by
+    ``separator``, and the character spans of every item and of the answer."""
     text, spans = "", []
 
     def add(piece, record):
         nonlocal text
         if text:
-            text += " "
+            text += separator
         if record:
             spans.append((len(text), len(text) + len(piece)))
         text += piece
@@ -185,10 +189,10 @@ def _build(words: list[str] | None, items: list[str], answer: str):
     return text, spans
 
 
-def encode_prompt(tokenizer, bos: list[int], words, items, answer):
+def encode_prompt(tokenizer, bos: list[int], words, items, answer, separator: str = ", "):
     """(prompt ids, prompt text, answer id, incorrect id) or None if an item or the answer
     is not a single token in context."""
-    text, spans = _build(words, items, answer)
+    text, spans = _build(words, items, answer, separator)
     ids, offsets = _encode(tokenizer, text)
     positions = [_token_at(offsets, a, b) for a, b in spans]
     if any(p is None for p in positions) or len(set(positions)) != len(positions):
@@ -253,8 +257,8 @@ def task_prompts(tokenizer, task: str, spec: SeqcontSpec, bos: list[int]) -> tup
             bad = _successor_free(rng, family, pool, spec.n_items)
         else:
             bad = [*items[:-1], items[-2]]
-        clean = encode_prompt(tokenizer, bos, words, items, answer)
-        corrupt = encode_prompt(tokenizer, bos, words, bad, answer)
+        clean = encode_prompt(tokenizer, bos, words, items, answer, spec.separator)
+        corrupt = encode_prompt(tokenizer, bos, words, bad, answer, spec.separator)
         if clean is None or corrupt is None:
             continue
         counts["n_single_token"] += 1

@@ -100,11 +100,10 @@ def seqcont_effects(model: str, manifest: str, prompts_path: str, params: dict, 
     write_parquet(successor[SUCCESSOR_COLUMNS], out_successor)
 
 
-def seqcont_circuits(model: str, manifest: str, prompts_path: str, successor_path: str, params: dict,
-                     runtime: dict, out_circuits: str, out_summary: str, out_overlap: str) -> None:
-    """Iterative mean-ablation pruning per circuit task and seeded order; the re-check;
-    the overlap of the tasks' circuits."""
-    from .compute import CIRCUIT_COLUMNS, SUMMARY_COLUMNS, TaskBatch, corrupted_means, find_circuit, overlap
+def seqcont_circuits(model: str, manifest: str, prompts_path: str, params: dict, runtime: dict,
+                     out_circuits: str, out_summary: str) -> None:
+    """Iterative mean-ablation pruning per circuit task and seeded order; the re-check."""
+    from .compute import CIRCUIT_COLUMNS, SUMMARY_COLUMNS, TaskBatch, corrupted_means, find_circuit
     from .prompts import SeqcontSpec
 
     spec = SeqcontSpec.from_config(params)
@@ -126,14 +125,21 @@ def seqcont_circuits(model: str, manifest: str, prompts_path: str, successor_pat
                      summary["n_heads"], summary["n_mlps"], summary["final_score_pct"], summary["recheck_score_pct"],
                      summary["seconds"], " ".join(circuit["component"]) if summary["solved"] else "-")
     circuits = pd.concat(rows, ignore_index=True)[CIRCUIT_COLUMNS] if rows else pd.DataFrame(columns=CIRCUIT_COLUMNS)
-    summary = pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
-    shared = overlap(circuits, pd.read_parquet(successor_path))
+    write_parquet(circuits, out_circuits)
+    write_parquet(pd.DataFrame(summaries, columns=SUMMARY_COLUMNS), out_summary)
+
+
+def seqcont_overlap(model: str, circuits_path: str, successor_path: str, out: str) -> None:
+    """Tables only: which components the tasks' circuits share, with successor scores."""
+    from .compute import overlap
+
+    shared = overlap(pd.read_parquet(circuits_path), pd.read_parquet(successor_path))
     for r in shared[shared["n_tasks"] >= 2].itertuples():
         log.info("%s shared: %s in %d tasks (%s), kept in %.0f%% of task x order runs, successor score %.2f",
                  model, r.component, r.n_tasks, r.tasks, 100 * r.order_frequency, r.successor_score)
-    write_parquet(circuits, out_circuits)
-    write_parquet(summary, out_summary)
-    write_parquet(shared, out_overlap)
+    log.info("%s: %d components in some circuit, %d shared by >= 2 tasks", model, len(shared),
+             int((shared["n_tasks"] >= 2).sum()))
+    write_parquet(shared, out)
 
 
 def figure_tasks(models: Sequence[str], tasks: Sequence[str], counts: Sequence[str], out_pdf: str) -> None:
