@@ -214,3 +214,21 @@ def test_ablation_matches_plain_forward(tiny_llama):
         last = model(batch.clean).logits[:, -1]
     assert effects["logit_diff_clean"].iloc[0] == pytest.approx(
         float(logit_diff(last, batch.answer, batch.incorrect).mean()), abs=1e-4)
+
+
+def test_grouped_search_equals_separate_searches(planted):
+    """Tasks of one prompt length share forward passes; each gets exactly its own result."""
+    from stages_of_inference.seqcont.compute import find_circuits
+
+    _, engine, batch = planted
+    halves = []
+    for name, rows in (("a", slice(0, 2)), ("b", slice(2, 5))):
+        halves.append(TaskBatch(name, batch.clean[rows], batch.corrupt[rows], batch.answer[rows],
+                                batch.incorrect[rows]))
+    means = [corrupted_means(engine, h.corrupt) for h in halves]
+    together = find_circuits(engine, halves, means, threshold=0.8, order_seed=1)
+    for h, m, (rows, summary) in zip(halves, means, together):
+        alone, alone_summary = find_circuit(engine, h, m, threshold=0.8, order_seed=1)
+        assert rows["in_circuit"].tolist() == alone["in_circuit"].tolist()
+        np.testing.assert_allclose(rows["trial_score_pct"], alone["trial_score_pct"], atol=1e-3)
+        assert summary["recheck_score_pct"] == pytest.approx(alone_summary["recheck_score_pct"], abs=1e-3)

@@ -137,30 +137,6 @@ def corrupted_means(engine, corrupt: torch.Tensor) -> dict[str, torch.Tensor]:
     return means
 
 
-def ablation_hooks(removed: dict[int, set[int]], means: dict[str, torch.Tensor], n_rows: int | None = None):
-    """Hooks that mean-ablate ``removed`` ({layer: {head, ..., MLP}}) in every row."""
-    hooks = []
-    for layer, comps in sorted(removed.items()):
-        heads = sorted(h for h in comps if h != MLP)
-        if heads:
-            mean = means[z_hook(layer)]
-
-            def fz(z, heads=heads, mean=mean):
-                z = z.clone()
-                z[:, :, heads] = mean[None, :, heads].to(z.dtype)
-                return z
-
-            hooks.append((z_hook(layer), fz))
-        if MLP in comps:
-            mean = means[mlp_hook(layer)]
-
-            def fm(x, mean=mean):
-                return mean[None].to(x.dtype).expand_as(x).clone()
-
-            hooks.append((mlp_hook(layer), fm))
-    return hooks
-
-
 # --------------------------------------------------------------------------------------
 # Clean metrics and single-component ablation
 
@@ -234,60 +210,111 @@ def removal_order(n_layers: int, n_heads: int, seed: int) -> list[tuple[int, int
     return order
 
 
-def ablated_diff(engine, batch: TaskBatch, removed: dict[int, set[int]], means) -> float:
-    """Mean logit difference with ``removed`` mean-ablated, from the cached residual
-    entering the lowest ablated layer (the clean baseline must be cached)."""
-    layers = [L for L, c in removed.items() if c]
-    if not layers:
-        return float(_variant_diffs(engine.run_from(0, positions=slice(-1, None)), batch, 1)[0])
-    logits = engine.run_from(min(layers), hooks=ablation_hooks(removed, means), positions=slice(-1, None))
-    return float(_variant_diffs(logits, batch, 1)[0])
+def _group_hooks(removed: list[dict[int, set[int]]], means: list[dict], rows: list[slice]):
+    """Hooks that mean-ablate, in the rows of task t, the components ``removed[t]`` with
+    task t's means (tasks of one prompt length searched in one batch)."""
+    by_layer: dict[int, list[tuple[slice, list[int], bool, dict]]] = {}
+    for rem, mean, sl in zip(removed, means, rows):
+        for layer, comps in rem.items():
+            if comps:
+                heads = sorted(h for h in comps if h != MLP)
+                by_layer.setdefault(layer, []).append((sl, heads, MLP in comps, mean))
+    hooks = []
+    for layer, parts in sorted(by_layer.items()):
+        if any(heads for _, heads, _, _ in parts):
+            def fz(z, parts=parts, layer=layer):
+                z = z.clone()
+                for sl, heads, _, mean in parts:
+                    if heads:
+                        z[sl, :, heads] = mean[z_hook(layer)][None, :, heads].to(z.dtype)
+                return z
+
+            hooks.append((z_hook(layer), fz))
+        if any(mlp for _, _, mlp, _ in parts):
+            def fm(x, parts=parts, layer=layer):
+                x = x.clone()
+                for sl, _, mlp, mean in parts:
+                    if mlp:
+                        x[sl] = mean[mlp_hook(layer)][None].to(x.dtype)
+                return x
+
+            hooks.append((mlp_hook(layer), fm))
+    return hooks
+
+
+def _group_diffs(logits: torch.Tensor, batches: list[TaskBatch], rows: list[slice]) -> list[float]:
+    last = logits[:, -1].float()
+    return [float(logit_diff(last[sl], b.answer, b.incorrect).mean()) for b, sl in zip(batches, rows)]
+
+
+def find_circuits(engine, batches: list[TaskBatch], means: list[dict], threshold: float, order_seed: int = 0,
+                  progress: bool = False) -> list[tuple[pd.DataFrame, dict]]:
+    """One pass of iterative pruning for several tasks whose prompts have the same length,
+    in one batch: rows of different prompts never interact, every task visits the same
+    order and keeps its own removals and means, so each task's result is exactly that of
+    a search on its own. Returns one (rows, summary) per task."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    sizes = np.cumsum([0] + [len(b) for b in batches])
+    rows_of = [slice(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    clean_ids = torch.cat([b.clean for b in batches])
+    names = "+".join(b.task for b in batches)
+    with torch.inference_mode():
+        clean = _group_diffs(engine.baseline(clean_ids), batches, rows_of)
+        solved = [c > 0 for c in clean]
+        order = removal_order(engine.n_layers, engine.n_heads, order_seed)
+        removed: list[dict[int, set[int]]] = [{} for _ in batches]
+        records: list[list[dict]] = [[] for _ in batches]
+        for step, (layer, head) in enumerate(tqdm(order, desc=f"circuit {names} order {order_seed}",
+                                                  disable=not progress or not any(solved))):
+            trials = []
+            for t in range(len(batches)):
+                trial = {L: set(c) for L, c in removed[t].items()}
+                if solved[t]:
+                    trial.setdefault(layer, set()).add(head)
+                trials.append(trial)
+            scores = [np.nan] * len(batches)
+            if any(solved):
+                start = min(L for tr in trials for L, c in tr.items() if c)
+                logits = engine.run_from(start, hooks=_group_hooks(trials, means, rows_of), positions=slice(-1, None))
+                diffs = _group_diffs(logits, batches, rows_of)
+                scores = [d / c if ok else np.nan for d, c, ok in zip(diffs, clean, solved)]
+            for t, b in enumerate(batches):
+                keep = True
+                if solved[t] and scores[t] >= threshold:
+                    removed[t] = trials[t]
+                    keep = False
+                records[t].append(dict(task=b.task, order=order_seed, step=step, layer=layer, head=head,
+                                       component=component_name(layer, head), kind="mlp" if head == MLP else "head",
+                                       trial_score_pct=100 * scores[t], in_circuit=keep and solved[t]))
+        final = recheck = [np.nan] * len(batches)
+        if any(solved):
+            start = min([L for r in removed for L, c in r.items() if c] or [0])
+            final = _group_diffs(engine.run_from(start, hooks=_group_hooks(removed, means, rows_of),
+                                                 positions=slice(-1, None)), batches, rows_of)
+            # independent re-check: a fresh full forward pass with everything outside ablated
+            recheck = _group_diffs(engine.baseline(clean_ids, hooks=_group_hooks(removed, means, rows_of)),
+                                   batches, rows_of)
+            engine.baseline(clean_ids)  # restore the clean cache
+    seconds = (time.perf_counter() - t0) / len(batches)
+    out = []
+    for t, b in enumerate(batches):
+        df = pd.DataFrame(records[t])
+        circuit = df[df["in_circuit"]]
+        summary = dict(task=b.task, order=order_seed, solved=solved[t], n_prompts=len(b), logit_diff_clean=clean[t],
+                       n_heads=int((circuit["kind"] == "head").sum()), n_mlps=int((circuit["kind"] == "mlp").sum()),
+                       n_components=len(circuit), n_total=len(df),
+                       final_score_pct=100 * final[t] / clean[t] if solved[t] else np.nan,
+                       recheck_score_pct=100 * recheck[t] / clean[t] if solved[t] else np.nan, seconds=seconds)
+        out.append((df, summary))
+    return out
 
 
 def find_circuit(engine, batch: TaskBatch, means, threshold: float, order_seed: int = 0,
                  progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """One pass of iterative pruning. Returns (one row per component, summary)."""
-    from tqdm.auto import tqdm
-
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        clean = float(_variant_diffs(engine.baseline(batch.clean), batch, 1)[0])
-        order = removal_order(engine.n_layers, engine.n_heads, order_seed)
-        removed: dict[int, set[int]] = {}
-        rows = []
-        solved = clean > 0
-        for step, (layer, head) in enumerate(tqdm(order, desc=f"circuit {batch.task} order {order_seed}",
-                                                  disable=not progress or not solved)):
-            score = np.nan
-            keep = True
-            if solved:
-                trial = {L: set(c) for L, c in removed.items()}
-                trial.setdefault(layer, set()).add(head)
-                score = ablated_diff(engine, batch, trial, means) / clean
-                if score >= threshold:
-                    removed = trial
-                    keep = False
-            rows.append(dict(task=batch.task, order=order_seed, step=step, layer=layer, head=head,
-                             component=component_name(layer, head), kind="mlp" if head == MLP else "head",
-                             trial_score_pct=100 * score, in_circuit=keep))
-        final = recheck = np.nan
-        if solved:
-            final = ablated_diff(engine, batch, removed, means) / clean
-            # independent re-check: a fresh full forward pass with everything outside ablated
-            logits = engine.baseline(batch.clean, hooks=ablation_hooks(removed, means))
-            recheck = float(_variant_diffs(logits, batch, 1)[0]) / clean
-            engine.baseline(batch.clean)  # restore the clean cache
-    df = pd.DataFrame(rows)
-    circuit = df[df["in_circuit"]]
-    summary = dict(task=batch.task, order=order_seed, solved=solved, n_prompts=len(batch), logit_diff_clean=clean,
-                   n_heads=int((circuit["kind"] == "head").sum()) if solved else 0,
-                   n_mlps=int((circuit["kind"] == "mlp").sum()) if solved else 0,
-                   n_components=len(circuit) if solved else 0, n_total=len(df),
-                   final_score_pct=100 * final, recheck_score_pct=100 * recheck,
-                   seconds=time.perf_counter() - t0)
-    if not solved:
-        df["in_circuit"] = False
-    return df, summary
+    """``find_circuits`` for one task."""
+    return find_circuits(engine, [batch], [means], threshold, order_seed, progress)[0]
 
 
 def overlap(circuits: pd.DataFrame, successor: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -331,9 +358,17 @@ def head_outputs(engine, layer: int, z: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nhe,hed->hnd", z.to(w_o.dtype), w_o)
 
 
+def item_logits(engine, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Final norm + unembedding restricted to ``token_ids``: ``[..., len(token_ids)]``."""
+    head = engine.lm_head
+    ids = torch.tensor(token_ids, device=head.weight.device)
+    bias = head.bias[ids] if getattr(head, "bias", None) is not None else None
+    return torch.nn.functional.linear(engine.final_norm(hidden), head.weight[ids], bias)
+
+
 def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
-    """{layer: [H, n, V]} logits of every head's OV output on each token's effective
-    embedding (module docstring)."""
+    """{layer: [H, n, n]} logits of the tokens ``token_ids`` from every head's OV output
+    on each token's effective embedding (module docstring)."""
     device = engine.device
     ids = torch.tensor(token_ids, device=device)[:, None]  # n one-token sequences
     out = {}
@@ -349,7 +384,7 @@ def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
 
             engine.run_from(start, order=[layer], hooks=[(z_hook(layer), capture)], output="residual")
             heads = head_outputs(engine, layer, got["z"][:, 0])  # z: [n, H, d_head]
-            out[layer] = engine.unembed(heads).float()
+            out[layer] = item_logits(engine, heads, token_ids).float()
     return out
 
 
@@ -376,15 +411,14 @@ def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
     if not plan:
         return pd.DataFrame(columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
     union = list(dict.fromkeys(t for _, ids, _ in plan for t in ids))
-    logits = ov_logits(engine, union)  # {layer: [H, n_union, V]}
+    logits = ov_logits(engine, union)  # {layer: [H, n_union, n_union]}
     rows = []
     for family, ids, pairs in plan:
         at = torch.tensor([union.index(t) for t in ids])
-        id_t = torch.tensor(ids)
         src = torch.tensor([p[0] for p in pairs])
         dst = torch.tensor([p[1] for p in pairs])
         for layer, lg in logits.items():
-            sub = lg[:, at.to(lg.device)][:, :, id_t.to(lg.device)].cpu()[:, src]  # [H, pairs, items]
+            sub = lg[:, at][:, :, at].cpu()[:, src]  # [H, pairs, family items]
             top = sub.argmax(-1)
             rank = 1 + (sub > sub.gather(-1, dst[None, :, None].expand(sub.shape[0], -1, 1))).sum(-1)
             for h in range(sub.shape[0]):

@@ -103,7 +103,7 @@ def seqcont_effects(model: str, manifest: str, prompts_path: str, params: dict, 
 def seqcont_circuits(model: str, manifest: str, prompts_path: str, params: dict, runtime: dict,
                      out_circuits: str, out_summary: str) -> None:
     """Iterative mean-ablation pruning per circuit task and seeded order; the re-check."""
-    from .compute import CIRCUIT_COLUMNS, SUMMARY_COLUMNS, TaskBatch, corrupted_means, find_circuit
+    from .compute import CIRCUIT_COLUMNS, SUMMARY_COLUMNS, TaskBatch, corrupted_means, find_circuits
     from .prompts import SeqcontSpec
 
     spec = SeqcontSpec.from_config(params)
@@ -112,18 +112,24 @@ def seqcont_circuits(model: str, manifest: str, prompts_path: str, params: dict,
     engine = _engine(manifest, runtime)
     log.info("%s: model loaded in %.1f s", model, time.perf_counter() - t0)
     rows, summaries = [], []
-    for task in _tasks(prompts, spec.circuit_tasks):
-        batch = TaskBatch.from_prompts(prompts, task, device=engine.device)
-        means = corrupted_means(engine, batch.corrupt)
+    batches = [TaskBatch.from_prompts(prompts, task, device=engine.device)
+               for task in _tasks(prompts, spec.circuit_tasks)]
+    groups: dict[int, list] = {}  # tasks with the same prompt length share every forward pass
+    for batch in batches:
+        groups.setdefault(batch.clean.shape[1], []).append(batch)
+    for group in groups.values():
+        means = [corrupted_means(engine, batch.corrupt) for batch in group]
         for order in range(spec.n_orders):
-            df, summary = find_circuit(engine, batch, means, spec.threshold, order_seed=order, progress=True)
-            rows.append(df.assign(model=model))
-            summaries.append(dict(model=model, **summary))
-            circuit = df[df["in_circuit"]]
-            log.info("%s %-15s order %d: %s; %d heads + %d MLPs, score %.1f%% (re-check %.1f%%) in %.1f s: %s",
-                     model, task, order, "solved" if summary["solved"] else "clean logit diff <= 0, no circuit",
-                     summary["n_heads"], summary["n_mlps"], summary["final_score_pct"], summary["recheck_score_pct"],
-                     summary["seconds"], " ".join(circuit["component"]) if summary["solved"] else "-")
+            for df, summary in find_circuits(engine, group, means, spec.threshold, order_seed=order, progress=True):
+                rows.append(df.assign(model=model))
+                summaries.append(dict(model=model, **summary))
+                circuit = df[df["in_circuit"]]
+                log.info("%s %-15s order %d: %s; %d heads + %d MLPs, score %.1f%% (re-check %.1f%%); "
+                         "%.1f s per task: %s", model, summary["task"], order,
+                         "solved" if summary["solved"] else "clean logit diff <= 0, no circuit",
+                         summary["n_heads"], summary["n_mlps"], summary["final_score_pct"],
+                         summary["recheck_score_pct"], summary["seconds"],
+                         " ".join(circuit["component"]) if summary["solved"] else "-")
     circuits = pd.concat(rows, ignore_index=True)[CIRCUIT_COLUMNS] if rows else pd.DataFrame(columns=CIRCUIT_COLUMNS)
     write_parquet(circuits, out_circuits)
     write_parquet(pd.DataFrame(summaries, columns=SUMMARY_COLUMNS), out_summary)
