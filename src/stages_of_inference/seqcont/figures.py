@@ -54,7 +54,7 @@ def plot_tasks(models, tasks: pd.DataFrame, counts: pd.DataFrame, out_pdf) -> No
         axes[1].scatter(xs, t["logit_diff_corrupt"], marker="_", s=120, color="k", zorder=3,
                         label="corrupted prompts" if i == 0 else None)
         for xi, n in zip(xs, c["n_kept"].fillna(0).astype(int)):
-            axes[0].text(xi, 1.02, f"n={n}", ha="center", va="bottom", fontsize=6, rotation=90)
+            axes[0].text(xi, 1.03, f"n={n}", ha="center", va="bottom", fontsize=6)
     axes[0].set_ylim(0, 1.25)
     axes[0].set_ylabel("accuracy (answer is top-1)")
     axes[0].axhline(1, color="0.8", lw=0.6)
@@ -120,7 +120,7 @@ def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0) -
     if image is not None:
         bar = fig.colorbar(image, ax=axes, shrink=0.6, pad=0.02)
         bar.set_label(f"Δ logit diff when mean-ablated, % of |clean| (clipped ±{clip:.0f})", fontsize=7)
-    fig.suptitle("Mean ablation of each head and MLP (blue: ablation hurts the answer)", fontsize=9)
+    fig.suptitle("Mean ablation of each head and MLP (red: the ablation lowers the logit difference)", fontsize=9)
     save(fig, out_pdf)
 
 
