@@ -56,6 +56,7 @@ include: "workflow/rules/robustness.smk"
 include: "workflow/rules/depth.smk"
 include: "workflow/rules/casestudies.smk"
 include: "workflow/rules/self_repair.smk"
+include: "workflow/rules/seqcont.smk"
 
 
 rule all:

@@ -75,4 +75,7 @@ ALL_TARGETS = [
     "figures/fig10.pdf",
     "figures/self_repair.pdf",
     "figures/self_repair_tokens.pdf",
+    "figures/seqcont_tasks.pdf",
+    "figures/seqcont_heads.pdf",
+    "figures/seqcont_circuits.pdf",
 ]

@@ -1,0 +1,429 @@
+"""Sequence-continuation circuits: task metrics, mean ablation, circuit discovery, OV scores.
+
+Everything runs on the core engine (``core.engine.Engine``): one ``baseline`` pass per
+task records every block's input, and every ablation is ``run_from(L, hooks=..., repeat=k)``
+from the cached residual entering the lowest ablated layer.
+
+Definitions (after Lan, Torr & Barez, "Towards Interpretable Sequence Continuation",
+and their repository apartresearch/seqcont_circuits):
+
+* **logit difference** of a prompt: logit of the answer (the next item) minus logit of
+  the last shown item, at the last position. A task's logit difference is the mean over
+  its prompts; accuracy is the share of prompts whose top-1 token is the answer.
+* **mean ablation** of a component: its output (an attention head's ``hook_z`` slice or
+  an MLP's ``hook_mlp_out``) is replaced, at every position, by its mean over the task's
+  corrupted prompts at that position. ``score_pct`` = 100 x ablated / clean logit
+  difference ("% of clean"); ``effect_pct`` = 100 x (ablated - clean) / |clean|.
+* **circuit discovery** (the repository's iterative node pruning, one backward pass):
+  start from the full model; visit the components from the last layer to the first
+  (within a layer: the MLP, then heads 0..H-1; a seeded order shuffles the components
+  within each layer); mean-ablate the candidate together with everything removed so far
+  and keep the removal when the logit difference stays >= ``threshold`` x clean. The
+  rest is the circuit. Because removals so far are all at layers >= the candidate's, the
+  residual entering the candidate's layer is still the cached clean one. The final
+  circuit is re-scored by a fresh full forward pass with everything outside it ablated.
+  Tasks whose clean logit difference is <= 0 get no circuit (the ratio is meaningless).
+* **successor score** of a head (Gould et al. 2023; the repository's ``get_next_scores``):
+  each item token alone (a one-token sequence, so every attention attends to itself) is
+  run through block 0, giving its *effective embedding* (token embedding + block 0's
+  attention and MLP); block L's attention on that residual gives the head's value vector
+  ``z`` (for a one-token sequence the pattern is 1), ``z W_O`` is the head's output, and
+  the final norm + unembedding turn it into logits. Among the family's single-token items,
+  the score is the share of items k whose successor k+1 gets the highest logit
+  (``copy_score``: the share where k itself does). Heads of layer 0 read the raw embedding.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .prompts import CYCLIC, FAMILIES, SeqcontSpec, item_token
+
+log = logging.getLogger(__name__)
+
+TASK_COLUMNS = ["model", "task", "family", "variant", "n_prompts", "n_tokens", "accuracy", "logit_diff",
+                "logit_diff_sd", "accuracy_corrupt", "logit_diff_corrupt"]
+COMPONENT_COLUMNS = ["model", "task", "layer", "head", "component", "kind", "logit_diff", "logit_diff_clean",
+                     "score_pct", "effect_pct"]
+SUCCESSOR_COLUMNS = ["model", "family", "layer", "head", "component", "successor_score", "copy_score",
+                     "successor_rank", "n_items"]
+CIRCUIT_COLUMNS = ["model", "task", "order", "step", "layer", "head", "component", "kind", "trial_score_pct",
+                   "in_circuit"]
+SUMMARY_COLUMNS = ["model", "task", "order", "solved", "n_prompts", "logit_diff_clean", "n_heads", "n_mlps",
+                   "n_components", "n_total", "final_score_pct", "recheck_score_pct", "seconds"]
+OVERLAP_COLUMNS = ["model", "layer", "head", "component", "kind", "n_tasks", "tasks", "order_frequency",
+                   "successor_score"]
+
+MLP = -1  # the ``head`` of an MLP component
+
+
+def component_name(layer: int, head: int) -> str:
+    return f"MLP{layer}" if head == MLP else f"L{layer}H{head}"
+
+
+# --------------------------------------------------------------------------------------
+# Task tensors and metrics
+
+
+@dataclass
+class TaskBatch:
+    task: str
+    clean: torch.Tensor  # [B, T]
+    corrupt: torch.Tensor  # [B, T]
+    answer: torch.Tensor  # [B]
+    incorrect: torch.Tensor  # [B]
+
+    @classmethod
+    def from_prompts(cls, prompts: pd.DataFrame, task: str, device="cpu") -> "TaskBatch":
+        rows = prompts[prompts["task"] == task]
+        as_tensor = lambda col: torch.tensor(np.stack(rows[col].map(np.asarray).to_list()), device=device)  # noqa: E731
+        return cls(task, as_tensor("input_ids"), as_tensor("corrupt_ids"),
+                   torch.tensor(rows["answer_id"].to_numpy(), device=device),
+                   torch.tensor(rows["incorrect_id"].to_numpy(), device=device))
+
+    def __len__(self):
+        return len(self.answer)
+
+
+def logit_diff(last_logits: torch.Tensor, answer: torch.Tensor, incorrect: torch.Tensor) -> torch.Tensor:
+    """Per-prompt logit difference ``[B]`` from last-position logits ``[B, V]``."""
+    rows = torch.arange(len(answer), device=last_logits.device)
+    return last_logits[rows, answer] - last_logits[rows, incorrect]
+
+
+def accuracy(last_logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    return (last_logits.argmax(-1) == answer).float()
+
+
+def _variant_diffs(logits: torch.Tensor, batch: TaskBatch, k: int) -> torch.Tensor:
+    """Mean logit difference of each of ``k`` variant-major stacked runs: ``[k]``."""
+    last = logits[:, -1].float()
+    b = len(batch)
+    ld = logit_diff(last, batch.answer.repeat(k), batch.incorrect.repeat(k))
+    return ld.view(k, b).mean(1)
+
+
+# --------------------------------------------------------------------------------------
+# Means over the corrupted prompts, and the hooks that patch them in
+
+
+def z_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def mlp_hook(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def corrupted_means(engine, corrupt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-position means over the corrupted prompts of every head's ``hook_z``
+    ([T, H, d_head]) and every MLP's ``hook_mlp_out`` ([T, d]), by hook name."""
+    means: dict[str, torch.Tensor] = {}
+
+    def capture(name):
+        def fn(t):
+            means[name] = t.detach().float().mean(0)
+            return None
+
+        return fn
+
+    names = [h(L) for L in range(engine.n_layers) for h in (z_hook, mlp_hook)]
+    engine.baseline(corrupt, hooks=[(n, capture(n)) for n in names])
+    return means
+
+
+# --------------------------------------------------------------------------------------
+# Clean metrics and single-component ablation
+
+
+def task_metrics(engine, batch: TaskBatch) -> dict:
+    """Accuracy and logit difference on the clean and the corrupted prompts."""
+    with torch.inference_mode():
+        corrupt_last = engine.baseline(batch.corrupt)[:, -1].float()
+        clean_last = engine.baseline(batch.clean)[:, -1].float()
+    ld = logit_diff(clean_last, batch.answer, batch.incorrect)
+    return dict(
+        n_prompts=len(batch), n_tokens=int(batch.clean.shape[1]),
+        accuracy=float(accuracy(clean_last, batch.answer).mean()),
+        logit_diff=float(ld.mean()), logit_diff_sd=float(ld.std()) if len(batch) > 1 else 0.0,
+        accuracy_corrupt=float(accuracy(corrupt_last, batch.answer).mean()),
+        logit_diff_corrupt=float(logit_diff(corrupt_last, batch.answer, batch.incorrect).mean()),
+    )
+
+
+def component_effects(engine, batch: TaskBatch, means=None, progress: bool = False) -> pd.DataFrame:
+    """Mean-ablate every head and every MLP alone. One pass per layer: all heads of the
+    layer and its MLP are ``H + 1`` variants of one ``run_from(L, repeat=H + 1)``."""
+    from tqdm.auto import tqdm
+
+    with torch.inference_mode():
+        means = means if means is not None else corrupted_means(engine, batch.corrupt)
+        clean = float(_variant_diffs(engine.baseline(batch.clean), batch, 1)[0])
+        n_heads, b = engine.n_heads, len(batch)
+        k = n_heads + 1
+        rows = []
+        for layer in tqdm(range(engine.n_layers), desc=f"ablate {batch.task}", disable=not progress):
+            zm, mm = means[z_hook(layer)], means[mlp_hook(layer)]
+
+            def fz(z, zm=zm):
+                z = z.clone()
+                for h in range(n_heads):  # variant h ablates head h
+                    z[h * b:(h + 1) * b, :, h] = zm[None, :, h].to(z.dtype)
+                return z
+
+            def fm(x, mm=mm):
+                x = x.clone()
+                x[n_heads * b:] = mm[None].to(x.dtype)  # the last variant ablates the MLP
+                return x
+
+            diffs = _variant_diffs(
+                engine.run_from(layer, hooks=[(z_hook(layer), fz), (mlp_hook(layer), fm)], repeat=k,
+                                positions=slice(-1, None)), batch, k).tolist()
+            for h, d in zip([*range(n_heads), MLP], diffs):
+                rows.append(dict(task=batch.task, layer=layer, head=h, component=component_name(layer, h),
+                                 kind="mlp" if h == MLP else "head", logit_diff=d, logit_diff_clean=clean))
+    df = pd.DataFrame(rows)
+    df["score_pct"] = 100 * df["logit_diff"] / clean if clean > 0 else np.nan
+    df["effect_pct"] = 100 * (df["logit_diff"] - clean) / abs(clean) if clean != 0 else np.nan
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# Circuit discovery
+
+
+def removal_order(n_layers: int, n_heads: int, seed: int) -> list[tuple[int, int]]:
+    """Components from the last layer to the first; within a layer the MLP then heads
+    0..H-1 (seed 0, the repository's backward pass), or a seeded shuffle (seed > 0)."""
+    rng = np.random.default_rng(seed)
+    order = []
+    for layer in range(n_layers - 1, -1, -1):
+        comps = [(layer, MLP)] + [(layer, h) for h in range(n_heads)]
+        if seed:
+            comps = [comps[i] for i in rng.permutation(len(comps))]
+        order.extend(comps)
+    return order
+
+
+def _group_hooks(removed: list[dict[int, set[int]]], means: list[dict], rows: list[slice]):
+    """Hooks that mean-ablate, in the rows of task t, the components ``removed[t]`` with
+    task t's means (tasks of one prompt length searched in one batch)."""
+    by_layer: dict[int, list[tuple[slice, list[int], bool, dict]]] = {}
+    for rem, mean, sl in zip(removed, means, rows):
+        for layer, comps in rem.items():
+            if comps:
+                heads = sorted(h for h in comps if h != MLP)
+                by_layer.setdefault(layer, []).append((sl, heads, MLP in comps, mean))
+    hooks = []
+    for layer, parts in sorted(by_layer.items()):
+        if any(heads for _, heads, _, _ in parts):
+            def fz(z, parts=parts, layer=layer):
+                z = z.clone()
+                for sl, heads, _, mean in parts:
+                    if heads:
+                        z[sl, :, heads] = mean[z_hook(layer)][None, :, heads].to(z.dtype)
+                return z
+
+            hooks.append((z_hook(layer), fz))
+        if any(mlp for _, _, mlp, _ in parts):
+            def fm(x, parts=parts, layer=layer):
+                x = x.clone()
+                for sl, _, mlp, mean in parts:
+                    if mlp:
+                        x[sl] = mean[mlp_hook(layer)][None].to(x.dtype)
+                return x
+
+            hooks.append((mlp_hook(layer), fm))
+    return hooks
+
+
+def _group_diffs(logits: torch.Tensor, batches: list[TaskBatch], rows: list[slice]) -> list[float]:
+    last = logits[:, -1].float()
+    return [float(logit_diff(last[sl], b.answer, b.incorrect).mean()) for b, sl in zip(batches, rows)]
+
+
+def find_circuits(engine, batches: list[TaskBatch], means: list[dict], threshold: float, order_seed: int = 0,
+                  progress: bool = False) -> list[tuple[pd.DataFrame, dict]]:
+    """One pass of iterative pruning for several tasks whose prompts have the same length,
+    in one batch: rows of different prompts never interact, every task visits the same
+    order and keeps its own removals and means, so each task's result is exactly that of
+    a search on its own. Returns one (rows, summary) per task."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    sizes = np.cumsum([0] + [len(b) for b in batches])
+    rows_of = [slice(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    clean_ids = torch.cat([b.clean for b in batches])
+    names = "+".join(b.task for b in batches)
+    with torch.inference_mode():
+        clean = _group_diffs(engine.baseline(clean_ids), batches, rows_of)
+        solved = [c > 0 for c in clean]
+        order = removal_order(engine.n_layers, engine.n_heads, order_seed)
+        removed: list[dict[int, set[int]]] = [{} for _ in batches]
+        records: list[list[dict]] = [[] for _ in batches]
+        for step, (layer, head) in enumerate(tqdm(order, desc=f"circuit {names} order {order_seed}",
+                                                  disable=not progress or not any(solved))):
+            trials = []
+            for t in range(len(batches)):
+                trial = {L: set(c) for L, c in removed[t].items()}
+                if solved[t]:
+                    trial.setdefault(layer, set()).add(head)
+                trials.append(trial)
+            scores = [np.nan] * len(batches)
+            if any(solved):
+                start = min(L for tr in trials for L, c in tr.items() if c)
+                logits = engine.run_from(start, hooks=_group_hooks(trials, means, rows_of), positions=slice(-1, None))
+                diffs = _group_diffs(logits, batches, rows_of)
+                scores = [d / c if ok else np.nan for d, c, ok in zip(diffs, clean, solved)]
+            for t, b in enumerate(batches):
+                keep = True
+                if solved[t] and scores[t] >= threshold:
+                    removed[t] = trials[t]
+                    keep = False
+                records[t].append(dict(task=b.task, order=order_seed, step=step, layer=layer, head=head,
+                                       component=component_name(layer, head), kind="mlp" if head == MLP else "head",
+                                       trial_score_pct=100 * scores[t], in_circuit=keep and solved[t]))
+        final = recheck = [np.nan] * len(batches)
+        if any(solved):
+            start = min([L for r in removed for L, c in r.items() if c] or [0])
+            final = _group_diffs(engine.run_from(start, hooks=_group_hooks(removed, means, rows_of),
+                                                 positions=slice(-1, None)), batches, rows_of)
+            # independent re-check: a fresh full forward pass with everything outside ablated
+            recheck = _group_diffs(engine.baseline(clean_ids, hooks=_group_hooks(removed, means, rows_of)),
+                                   batches, rows_of)
+            engine.baseline(clean_ids)  # restore the clean cache
+    seconds = (time.perf_counter() - t0) / len(batches)
+    out = []
+    for t, b in enumerate(batches):
+        df = pd.DataFrame(records[t])
+        circuit = df[df["in_circuit"]]
+        summary = dict(task=b.task, order=order_seed, solved=solved[t], n_prompts=len(b), logit_diff_clean=clean[t],
+                       n_heads=int((circuit["kind"] == "head").sum()), n_mlps=int((circuit["kind"] == "mlp").sum()),
+                       n_components=len(circuit), n_total=len(df),
+                       final_score_pct=100 * final[t] / clean[t] if solved[t] else np.nan,
+                       recheck_score_pct=100 * recheck[t] / clean[t] if solved[t] else np.nan, seconds=seconds)
+        out.append((df, summary))
+    return out
+
+
+def find_circuit(engine, batch: TaskBatch, means, threshold: float, order_seed: int = 0,
+                 progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """``find_circuits`` for one task."""
+    return find_circuits(engine, [batch], [means], threshold, order_seed, progress)[0]
+
+
+def overlap(circuits: pd.DataFrame, successor: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per component of any order-0 circuit: in how many tasks' circuits it is, which,
+    and how often (over all orders and tasks) it is kept. ``successor``: the best
+    successor score of the head over the families."""
+    if circuits.empty:
+        return pd.DataFrame(columns=OVERLAP_COLUMNS)
+    kept = circuits[circuits["in_circuit"]]
+    first = kept[kept["order"] == kept["order"].min()] if len(kept) else kept
+    freq = (circuits.groupby(["model", "layer", "head"])["in_circuit"].mean().rename("order_frequency"))
+    rows = (first.groupby(["model", "layer", "head", "component", "kind"])["task"]
+            .agg(n_tasks="nunique", tasks=lambda t: ",".join(sorted(set(t)))).reset_index())
+    rows = rows.join(freq, on=["model", "layer", "head"])
+    if successor is not None and len(successor):
+        best = successor.groupby(["model", "layer", "head"])["successor_score"].max()
+        rows = rows.join(best, on=["model", "layer", "head"])
+    else:
+        rows["successor_score"] = np.nan
+    return rows.sort_values(["n_tasks", "layer", "head"], ascending=[False, True, True])[OVERLAP_COLUMNS]
+
+
+# --------------------------------------------------------------------------------------
+# Successor scores from the OV circuits
+
+
+def family_item_ids(tokenizer, family: str) -> tuple[list[str], list[int]]:
+    """The family's single-token items (in order) and their answer-form token ids."""
+    items, ids = [], []
+    for w in FAMILIES[family]:
+        t = item_token(tokenizer, w)
+        if t is not None:
+            items.append(w)
+            ids.append(t)
+    return items, ids
+
+
+def head_outputs(engine, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """Each head's output ``z_h W_O[h]`` (no bias): ``[H, n, d]`` from ``z [n, H, d_head]``."""
+    w_o = engine.head_out_weights(layer)  # [H, d_head, d]
+    return torch.einsum("nhe,hed->hnd", z.to(w_o.dtype), w_o)
+
+
+def item_logits(engine, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Final norm + unembedding restricted to ``token_ids``: ``[..., len(token_ids)]``."""
+    head = engine.lm_head
+    ids = torch.tensor(token_ids, device=head.weight.device)
+    bias = head.bias[ids] if getattr(head, "bias", None) is not None else None
+    return torch.nn.functional.linear(engine.final_norm(hidden), head.weight[ids], bias)
+
+
+def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
+    """{layer: [H, n, n]} logits of the tokens ``token_ids`` from every head's OV output
+    on each token's effective embedding (module docstring)."""
+    device = engine.device
+    ids = torch.tensor(token_ids, device=device)[:, None]  # n one-token sequences
+    out = {}
+    with torch.inference_mode():
+        engine.baseline(ids)
+        for layer in range(engine.n_layers):
+            start = 0 if layer == 0 else 1
+            got = {}
+
+            def capture(z, got=got):
+                got["z"] = z.detach()
+                return None
+
+            engine.run_from(start, order=[layer], hooks=[(z_hook(layer), capture)], output="residual")
+            heads = head_outputs(engine, layer, got["z"][:, 0])  # z: [n, H, d_head]
+            out[layer] = item_logits(engine, heads, token_ids).float()
+    return out
+
+
+def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
+    """Successor and copy scores of every head for each family (module docstring); one
+    OV pass over the single-token items of all families together."""
+    plan = []
+    for family in families:
+        items, ids = family_item_ids(tokenizer, family)
+        words = FAMILIES[family]
+        pairs = []  # (index of k, index of k + 1) within items
+        for i, w in enumerate(items):
+            j = words.index(w) + 1
+            if j == len(words):
+                if family not in CYCLIC:
+                    continue
+                j = 0
+            if words[j] in items:
+                pairs.append((i, items.index(words[j])))
+        if len(pairs) < 2:
+            log.warning("%s: %d single-token items, no successor scores", family, len(items))
+            continue
+        plan.append((family, ids, pairs))
+    if not plan:
+        return pd.DataFrame(columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+    union = list(dict.fromkeys(t for _, ids, _ in plan for t in ids))
+    logits = ov_logits(engine, union)  # {layer: [H, n_union, n_union]}
+    rows = []
+    for family, ids, pairs in plan:
+        at = torch.tensor([union.index(t) for t in ids])
+        src = torch.tensor([p[0] for p in pairs])
+        dst = torch.tensor([p[1] for p in pairs])
+        for layer, lg in logits.items():
+            sub = lg[:, at][:, :, at].cpu()[:, src]  # [H, pairs, family items]
+            top = sub.argmax(-1)
+            rank = 1 + (sub > sub.gather(-1, dst[None, :, None].expand(sub.shape[0], -1, 1))).sum(-1)
+            for h in range(sub.shape[0]):
+                rows.append(dict(family=family, layer=layer, head=h, component=component_name(layer, h),
+                                 successor_score=float((top[h] == dst).float().mean()),
+                                 copy_score=float((top[h] == src).float().mean()),
+                                 successor_rank=float(rank[h].float().mean()), n_items=len(ids)))
+    return pd.DataFrame(rows, columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])

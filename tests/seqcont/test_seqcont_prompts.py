@@ -1,0 +1,109 @@
+"""Task prompts on two tokenizers: the embedded SmolLM2 tokenizer (digits split from their
+space, number words / months / weekdays single tokens) and a 512-token byte-level BPE
+(only digits are single tokens). Checked against independent tokenizations."""
+import numpy as np
+import pytest
+
+from stages_of_inference.seqcont.prompts import (
+    CYCLIC, FAMILIES, TASKS, SeqcontSpec, make_prompts, task_parts,
+)
+
+
+def n_word_tokens(tokenizer, word):
+    """Tokens of " word" that are not just the space (independent of the module's check)."""
+    toks = tokenizer.tokenize(" " + word)
+    return len([t for t in toks if tokenizer.convert_tokens_to_string([t]).strip()])
+
+
+@pytest.fixture(scope="module", params=["smol", "bpe"])
+def generated(request, smol_tokenizer, bpe_tokenizer):
+    tok = smol_tokenizer if request.param == "smol" else bpe_tokenizer
+    spec = SeqcontSpec(tasks=list(TASKS), n_prompts=6)
+    assert spec.separator == ", " and spec.n_items == 3
+    prompts, counts = make_prompts(tok, spec)
+    return request.param, tok, spec, prompts, counts
+
+
+def test_counts_follow_single_token_items(generated):
+    name, tok, spec, prompts, counts = generated
+    counts = counts.set_index("task")
+    for task in TASKS:
+        family, _ = task_parts(task)
+        single = [w for w in FAMILIES[family] if n_word_tokens(tok, w) == 1
+                  and len(tok.tokenize(" " + w)) <= 2]
+        assert counts.loc[task, "n_single_token_items"] == len(single), task
+        assert counts.loc[task, "n_kept"] == (prompts["task"] == task).sum()
+        assert counts.loc[task, "n_kept"] <= spec.n_prompts
+    if name == "smol":
+        # digits 1-9 single (10-12 split), all number words up to twelve, months, weekdays
+        assert counts.loc["digits", "n_single_token_items"] == 9
+        assert counts.loc["months", "n_single_token_items"] == 12
+        assert (counts["n_kept"] > 0).all()
+        assert counts.loc["digits", "n_kept"] == 9 - spec.n_items  # every start within 1..9
+    else:
+        assert counts.loc["digits", "n_kept"] == 9 - spec.n_items
+        for task in ("numwords", "months", "weekdays", "months_words"):
+            assert counts.loc[task, "n_kept"] == 0
+
+
+def test_prompts_are_single_token_and_equal_length(generated):
+    name, tok, spec, prompts, counts = generated
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    for task, rows in prompts.groupby("task"):
+        assert rows["n_tokens"].nunique() == 1, task  # batches without padding
+        family, variant = task_parts(task)
+        for r in rows.itertuples():
+            ids, bad = list(r.input_ids), list(r.corrupt_ids)
+            assert ids[: len(bos)] == bos and len(bad) == len(ids)
+            # the canonical tokenization of prompt + answer is exactly the prompt's ids + answer
+            assert tok(r.text + r.answer if r.text.endswith(" ") else r.text + " " + r.answer,
+                       add_special_tokens=False)["input_ids"] == ids[len(bos):] + [r.answer_id]
+            assert tok.decode([r.answer_id]).strip() == r.answer
+            assert tok.decode([r.incorrect_id]).strip() == r.items[-1]
+            # every item is one token of the prompt, in order
+            pieces = [tok.decode([i]).strip() for i in ids[len(bos):]]
+            at, k = [], 0
+            for w in r.items:
+                k = pieces.index(w, k)
+                at.append(k)
+            assert len(at) == spec.n_items == len(set(at))
+            # clean and corrupted prompts differ only at item tokens, same filler words
+            diff = [k for k, (a, b) in enumerate(zip(ids, bad)) if a != b]
+            item_pos = {k for k, p in enumerate(pieces, start=len(bos)) if p in FAMILIES[family]}
+            assert set(diff) <= item_pos
+            words = FAMILIES[family]
+            succ = {w: words[(i + 1) % len(words)] for i, w in enumerate(words)}
+            if family not in CYCLIC:
+                succ.pop(words[-1])
+            # the answer continues the sequence; the corruption has no successor pair
+            assert r.answer == succ[r.items[-1]]
+            assert all(succ.get(a) == b for a, b in zip(r.items, r.items[1:]))
+            assert not any(succ.get(a) == b for a, b in zip(r.corrupt_items, r.corrupt_items[1:]))
+            if variant == "words":
+                assert len(r.text.split()) == 2 * spec.n_items + 1
+
+
+def test_seeded_and_recorded(smol_tokenizer):
+    spec = SeqcontSpec(tasks=["digits_words", "months"], n_prompts=4, seed=3)
+    a, _ = make_prompts(smol_tokenizer, spec)
+    b, _ = make_prompts(smol_tokenizer, spec)
+    assert a.drop(columns=["items", "corrupt_items", "input_ids", "corrupt_ids"]).equals(
+        b.drop(columns=["items", "corrupt_items", "input_ids", "corrupt_ids"]))
+    c, _ = make_prompts(smol_tokenizer, SeqcontSpec(tasks=["digits_words", "months"], n_prompts=4, seed=4))
+    assert list(a["corrupt_text"]) != list(c["corrupt_text"])
+
+
+def test_repeat_last_corruption(smol_tokenizer):
+    spec = SeqcontSpec(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last", separator=" ")
+    p, _ = make_prompts(smol_tokenizer, spec)
+    assert len(p)
+    for r in p.itertuples():
+        assert list(r.corrupt_items) == [*r.items[:-1], r.items[-2]]
+        assert list(r.corrupt_ids[:-1]) == list(r.input_ids[:-1]) and r.corrupt_ids[-1] == r.input_ids[-2]
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="planets"):
+        SeqcontSpec.from_config({"tasks": ["planets"]})
+    with pytest.raises(ValueError, match="corruption"):
+        SeqcontSpec.from_config({"corruption": "shuffle"})

@@ -1,0 +1,39 @@
+"""The study's targets on the tiny config (random-weight models, 512-token byte-level BPE:
+only digits are single tokens, so the other tasks are empty but labelled)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = ["figures/seqcont_tasks.pdf", "figures/seqcont_heads.pdf", "figures/seqcont_circuits.pdf"]
+
+
+def test_tiny_workflow_builds_seqcont_targets(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(REPO / "config/test.yaml"),
+                           "--cores", "2", *TARGETS], capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for target in TARGETS:
+        pdf = tmp_path / target
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000, target
+    for model, n_layers in (("tiny-llama", 4), ("tiny-gpt2", 3), ("tiny-neox", 3)):
+        res = tmp_path / "results" / model
+        counts = pd.read_parquet(res / "seqcont_counts.parquet").set_index("task")
+        assert counts.loc["digits", "n_kept"] == 3 and counts.loc["months", "n_kept"] == 0
+        prompts = pd.read_parquet(res / "seqcont_prompts.parquet")
+        assert set(prompts["task"]) == {"digits"}
+        components = pd.read_parquet(res / "seqcont_components.parquet")
+        assert len(components) == n_layers * (4 + 1)  # every head and MLP of every layer
+        tasks = pd.read_parquet(res / "seqcont_tasks.parquet")
+        assert tasks["task"].tolist() == ["digits"] and tasks["n_prompts"].tolist() == [3]
+        circuits = pd.read_parquet(res / "seqcont_circuits.parquet")
+        assert set(circuits["order"]) == {0, 1} and len(circuits) == 2 * n_layers * 5
+        summary = pd.read_parquet(res / "seqcont_circuit_summary.parquet")
+        solved = summary[summary["solved"]]
+        assert (solved["recheck_score_pct"] - solved["final_score_pct"]).abs().max() < 1e-3 if len(solved) else True
+        assert (solved["final_score_pct"] >= 80 - 1e-6).all()
+        successor = pd.read_parquet(res / "seqcont_successor.parquet")
+        assert set(successor["family"]) == {"digits"} and len(successor) == n_layers * 4
+        assert successor["successor_score"].between(0, 1).all()

@@ -1,0 +1,142 @@
+# Sequence-continuation circuits (issue 11; after Lan, Torr & Barez and their repository
+# apartresearch/seqcont_circuits): digits, number words, months and weekdays, plain and
+# among random words. Tokenizer-only prompt generation, then two model rules (task metrics
+# + per-component mean ablation + successor scores; circuit discovery), then three figures
+# that only read tables.
+
+SEQCONT = config["seqcont"]
+
+
+rule seqcont_prompts:
+    """Seeded task prompts and their matched corrupted prompts; only prompts whose items
+    and answer are single tokens for the model's tokenizer, equal length per task."""
+    input:
+        model="results/models/{model}/manifest.json",
+    output:
+        prompts="results/{model}/seqcont_prompts.parquet",
+        counts="results/{model}/seqcont_counts.parquet",
+    params:
+        seqcont=SEQCONT,
+    log:
+        "logs/seqcont_prompts/{model}.log",
+    benchmark:
+        "results/benchmarks/seqcont_prompts/{model}.tsv"
+    script:
+        "../scripts/seqcont_prompts.py"
+
+
+rule seqcont_effects:
+    """Accuracy and logit difference per task; mean ablation of every head and MLP (one
+    engine pass per layer, all heads batched); every head's OV successor score."""
+    input:
+        model="results/models/{model}/manifest.json",
+        prompts="results/{model}/seqcont_prompts.parquet",
+    output:
+        tasks="results/{model}/seqcont_tasks.parquet",
+        components="results/{model}/seqcont_components.parquet",
+        successor="results/{model}/seqcont_successor.parquet",
+    params:
+        seqcont=SEQCONT,
+        runtime=RUNTIME,
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/seqcont_effects/{model}.log",
+    benchmark:
+        "results/benchmarks/seqcont_effects/{model}.tsv"
+    script:
+        "../scripts/seqcont_effects.py"
+
+
+rule seqcont_circuits:
+    """Iterative mean-ablation pruning (threshold x clean logit difference) per circuit
+    task and seeded removal order; re-check of each circuit."""
+    input:
+        model="results/models/{model}/manifest.json",
+        prompts="results/{model}/seqcont_prompts.parquet",
+    output:
+        circuits="results/{model}/seqcont_circuits.parquet",
+        summary="results/{model}/seqcont_circuit_summary.parquet",
+    params:
+        seqcont=SEQCONT,
+        runtime=RUNTIME,
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    log:
+        "logs/seqcont_circuits/{model}.log",
+    benchmark:
+        "results/benchmarks/seqcont_circuits/{model}.tsv"
+    script:
+        "../scripts/seqcont_circuits.py"
+
+
+rule seqcont_overlap:
+    """Tables only: components shared by the tasks' circuits, with their successor scores."""
+    input:
+        circuits="results/{model}/seqcont_circuits.parquet",
+        successor="results/{model}/seqcont_successor.parquet",
+    output:
+        "results/{model}/seqcont_overlap.parquet",
+    log:
+        "logs/seqcont_overlap/{model}.log",
+    benchmark:
+        "results/benchmarks/seqcont_overlap/{model}.tsv"
+    script:
+        "../scripts/seqcont_overlap.py"
+
+
+rule seqcont_fig_tasks:
+    """Accuracy and logit difference per task and model."""
+    input:
+        tasks=expand("results/{model}/seqcont_tasks.parquet", model=MODELS),
+        counts=expand("results/{model}/seqcont_counts.parquet", model=MODELS),
+    output:
+        report("figures/seqcont_tasks.pdf", caption="../report/seqcont_tasks.rst",
+               category="Sequence-continuation circuits"),
+    params:
+        models=list(MODELS),
+    log:
+        "logs/figures/seqcont_tasks.log",
+    benchmark:
+        "results/benchmarks/figures/seqcont_tasks.tsv"
+    script:
+        "../scripts/seqcont_fig_tasks.py"
+
+
+rule seqcont_fig_heads:
+    """Mean-ablation effect map (layer x head, MLP) per task and model."""
+    input:
+        components=expand("results/{model}/seqcont_components.parquet", model=MODELS),
+    output:
+        report("figures/seqcont_heads.pdf", caption="../report/seqcont_heads.rst",
+               category="Sequence-continuation circuits"),
+    params:
+        models=list(MODELS),
+    log:
+        "logs/figures/seqcont_heads.log",
+    benchmark:
+        "results/benchmarks/figures/seqcont_heads.tsv"
+    script:
+        "../scripts/seqcont_fig_heads.py"
+
+
+rule seqcont_fig_circuits:
+    """Each task's circuit, the overlap across tasks, successor scores, circuit sizes."""
+    input:
+        circuits=expand("results/{model}/seqcont_circuits.parquet", model=MODELS),
+        summary=expand("results/{model}/seqcont_circuit_summary.parquet", model=MODELS),
+        overlap=expand("results/{model}/seqcont_overlap.parquet", model=MODELS),
+        successor=expand("results/{model}/seqcont_successor.parquet", model=MODELS),
+    output:
+        report("figures/seqcont_circuits.pdf", caption="../report/seqcont_circuits.rst",
+               category="Sequence-continuation circuits"),
+    params:
+        models=list(MODELS),
+    log:
+        "logs/figures/seqcont_circuits.log",
+    benchmark:
+        "results/benchmarks/figures/seqcont_circuits.tsv"
+    script:
+        "../scripts/seqcont_fig_circuits.py"
