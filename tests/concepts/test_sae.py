@@ -76,3 +76,14 @@ def test_safetensors_round_trip(tmp_path):
     back = SparseAutoencoder.from_tensors(SAEConfig(**cfg.to_dict()), load_file(tmp_path / "sae.safetensors"))
     x = torch.randn(4, 8)
     assert torch.equal(back.encode(x), sae.encode(x))
+
+
+def test_sparse_decode_matches_dense():
+    from stages_of_inference.concepts.sae import sparse_decode
+
+    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, k=3))
+    x = torch.randn(5, 8)
+    pre = sae.pre_acts(x)
+    values, indices = pre.topk(3, dim=-1)
+    dense = sae.decode(sae.activate(pre))
+    torch.testing.assert_close(sparse_decode(sae.W_dec, torch.relu(values), indices) + sae.b_dec, dense)
