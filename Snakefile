@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/robustness.smk"
 include: "workflow/rules/depth.smk"
 include: "workflow/rules/casestudies.smk"
+include: "workflow/rules/concepts.smk"
 
 
 rule all:

@@ -56,4 +56,6 @@ ALL_TARGETS = [
     "figures/table2.csv",
     "figures/fig9.pdf",
     "figures/fig10.pdf",
+    "figures/sae_training.pdf",
+    "figures/concept_methods.pdf",
 ]

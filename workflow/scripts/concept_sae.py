@@ -1,5 +1,5 @@
 from stages_of_inference.concepts.rules import concept_sae
-from stages_of_inference.io import setup_logging
+from stages_of_inference.core.io import setup_logging
 
 setup_logging(snakemake.log[0])
 concept_sae(

@@ -86,10 +86,10 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
 
 
 # -- activations ---------------------------------------------------------------------------
-def make_engine(model):
-    from ..engine import Sweep
+def make_engine(model, attn_implementation: str = "sdpa"):
+    from ..core.engine import Engine
 
-    return Sweep(model)
+    return Engine(model, attn_implementation=attn_implementation)
 
 
 def sentence_ids(tokenizer, sentences: Sequence[str]) -> list[list[int]]:

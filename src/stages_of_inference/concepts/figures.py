@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..plotting import model_palette, save  # noqa: E402
+from ..core.plotting import model_palette, save  # noqa: E402
 
 METHOD_LABELS = {"maxact": "max activation", "rsa_categorical": "RSA categorical",
                  "rsa_discriminative": "RSA discriminative"}

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import atomic_path, write_json, write_parquet
+from ..core.io import atomic_path, write_json, write_parquet
 from .compute import (
     SPACES,
     ConceptSpec,
@@ -83,7 +83,7 @@ def load_stimuli(directory: str, concepts: Sequence[str]) -> pd.DataFrame:
 
 
 def _load_model(manifest: str, runtime: dict):
-    from ..models import bridge_for_job, load_hf_model, set_threads
+    from ..core.models import bridge_for_job, load_hf_model, set_threads
 
     attn = runtime.get("attn_implementation", "sdpa")
     if attn == "bridge":
@@ -95,14 +95,14 @@ def _load_model(manifest: str, runtime: dict):
 
 def concept_activations(model: str, manifest: str, corpus: dict, params: dict, runtime: dict, stimuli_dir: str,
                         out_residuals: str, out_patterns: str, out_sentences: str) -> None:
-    from ..corpus import CorpusSpec, sample_sequences
-    from ..models import load_prepared_tokenizer
+    from ..core.corpus import CorpusSpec, sample_sequences
+    from ..core.models import load_prepared_tokenizer
 
     spec = ConceptSpec.from_config(params)
     sae_params = {**SAE_DEFAULTS, **(params.get("sae") or {})}
     t0 = time.perf_counter()
     tokenizer = load_prepared_tokenizer(manifest)
-    engine = make_engine(_load_model(manifest, runtime))
+    engine = make_engine(_load_model(manifest, runtime), runtime.get("attn_implementation", "sdpa"))
     layer = resolve_layer(spec.layer, engine.n_layers)
     log.info("%s: model loaded in %.1f s; residual stream entering block %d of %d", model,
              time.perf_counter() - t0, layer, engine.n_layers)
@@ -146,7 +146,7 @@ def sae_config(params: dict, d_in: int, scale: float) -> SAEConfig:
 
 def concept_sae(model: str, residuals: str, params: dict, runtime: dict, out_sae: str, out_config: str,
                 out_training: str, out_quality: str, out_features: str) -> None:
-    from ..models import set_threads
+    from ..core.models import set_threads
 
     set_threads(runtime.get("threads"))
     p = {**SAE_DEFAULTS, **(params.get("sae") or {})}
@@ -192,7 +192,7 @@ def load_sae(sae_path: str, config_path: str) -> SparseAutoencoder:
 
 def concept_probes_rule(model: str, patterns_path: str, sentences_path: str, sae_path: str, sae_config_path: str,
                         params: dict, runtime: dict, out_probes: str, out_methods: str, out_findings: str) -> None:
-    from ..models import set_threads
+    from ..core.models import set_threads
 
     set_threads(runtime.get("threads"))
     spec = ConceptSpec.from_config(params)
