@@ -214,8 +214,13 @@ def probe_accuracy(x_train, y_train, x_test, y_test, C: float, seed: int) -> tup
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(penalty="l1", solver="liblinear", C=C,
-                                                             random_state=seed, max_iter=1000))
+    import sklearn
+
+    # the L1 penalty, as in the seed; scikit-learn >= 1.8 spells penalty="l1" as l1_ratio=1
+    new = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 8)
+    l1 = {"l1_ratio": 1.0} if new else {"penalty": "l1"}
+    clf = make_pipeline(StandardScaler(), LogisticRegression(solver="liblinear", C=C, random_state=seed,
+                                                             max_iter=1000, **l1))
     clf.fit(x_train, y_train)
     return float(clf.score(x_train, y_train)), float(clf.score(x_test, y_test))
 
