@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # concepts.sae keys that are not SAEConfig fields (batch_size: corpus windows per forward
 # pass; the SAE's optimisation batch is batch_size_tokens)
-SAE_DEFAULTS = dict(n_sequences=64, seq_len=128, corpus_seed=1, batch_size=8, expansion=4, holdout_fraction=0.1,
+SAE_DEFAULTS = dict(n_sequences=64, seq_len=128, corpus_seed=1, batch_size=8, expansion=2, holdout_fraction=0.1,
                     batch_size_tokens=256, outlier_norm=10.0)
 
 

@@ -54,7 +54,7 @@ class SAEConfig:
     dead_tokens: int = 4096     # a feature inactive for this many training tokens is dead
     lr: float = 1e-3
     batch_size: int = 256
-    epochs: int = 20
+    epochs: int = 8
     seed: int = 0
     input_scale: float = 1.0
     log_every: int = 20
