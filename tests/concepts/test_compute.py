@@ -29,7 +29,10 @@ def test_findings_signs():
             for method, bonus in (("maxact", 0.0), ("rsa_categorical", 0.1), ("rsa_discriminative", 0.15)):
                 rows.append(dict(model="m", concept="c", space=space, method=method, split=split, n_train=120,
                                  n_test=40, test_accuracy=base + bonus + 0.01 * (split % 3)))
-    f = findings(pd.DataFrame(rows)).set_index(["concept", "finding"])
+    full = findings(pd.DataFrame(rows))
+    f = full[full.scope == "all"].set_index(["concept", "finding"])
+    only_raw = full[(full.scope == "raw") & (full.concept == "c") & (full.finding == "rsa_vs_maxact")]
+    assert only_raw["difference"].iloc[0] == pytest.approx(0.125)
     assert f.loc[("c", "rsa_vs_maxact"), "difference"] == pytest.approx(0.125)
     assert f.loc[("c", "sae_vs_raw"), "difference"] == pytest.approx(0.1)
     assert f.loc[("c", "discriminative_vs_categorical"), "difference"] == pytest.approx(0.05)

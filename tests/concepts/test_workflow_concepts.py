@@ -53,7 +53,7 @@ def test_targets_and_tables(run):
         # SAE vs raw, one concept, by hand from the per-split rows
         wide = probes[probes.concept == "success"].pivot_table(index="split", columns="space",
                                                                values="test_accuracy", aggfunc="mean")
-        row = found[(found.concept == "success") & (found.finding == "sae_vs_raw")].iloc[0]
+        row = found[(found.concept == "success") & (found.finding == "sae_vs_raw") & (found.scope == "all")].iloc[0]
         assert row.difference == pytest.approx((wide["sae"] - wide["raw"]).mean())
 
 

@@ -289,7 +289,11 @@ FINDINGS = {
 
 def findings(probes: pd.DataFrame) -> pd.DataFrame:
     """Each finding's mean accuracy difference (a - b) with corrected 95% intervals, per
-    model and concept and pooled over concepts (per split, the concepts' mean)."""
+    model and concept and pooled over concepts (per split, the concepts' mean).
+
+    ``scope`` = ``all``: averaged over the other axis (both spaces for the method findings,
+    all methods for SAE vs raw), as in the seed's summary; the other scopes restrict it to
+    one space (method findings) or one method (SAE vs raw)."""
     rows = []
     wide = probes.pivot_table(index=["model", "concept", "split"], columns=["space", "method"],
                               values="test_accuracy")
@@ -297,29 +301,29 @@ def findings(probes: pd.DataFrame) -> pd.DataFrame:
     n_test = probes.groupby(["model", "concept"])["n_test"].mean()
     for key, (label, axis, a, b) in FINDINGS.items():
         level = 0 if axis == "space" else 1
-        cols = wide.columns
-        in_a = [c for c in cols if c[level] in a]
-        in_b = [c for c in cols if c[level] in b]
-        if axis == "method" and key == "discriminative_vs_categorical":
-            scope = "RSA methods, both spaces"
-        elif axis == "method":
-            scope = "both spaces"
-        else:
-            scope = "all methods"
-        diff = wide[in_a].mean(axis=1) - wide[in_b].mean(axis=1)
-        for model, per_model in diff.groupby(level="model"):
-            concepts = per_model.index.get_level_values("concept").unique()
-            for concept in list(concepts) + ["pooled"]:
-                if concept == "pooled":
-                    values = per_model.groupby(level="split").mean()
-                    ntr = float(n_train[model].mean())
-                    nte = float(n_test[model].mean())
-                else:
-                    values = per_model.xs(concept, level="concept")
-                    ntr, nte = float(n_train[(model, concept)]), float(n_test[(model, concept)])
-                mean, lo, hi = corrected_interval(values.to_numpy(), ntr, nte)
-                rows.append({"model": model, "concept": concept, "finding": key, "label": label,
-                             "scope": scope, "difference": mean, "ci_low": lo, "ci_high": hi,
-                             "n_splits": len(values),
-                             "holds": bool(lo > 0), "reversed": bool(hi < 0)})
+        other = 1 - level
+        cols = list(wide.columns)
+        scopes = ["all"] + sorted({c[other] for c in cols})
+        for scope in scopes:
+            keep = [c for c in cols if scope == "all" or c[other] == scope]
+            in_a = [c for c in keep if c[level] in a]
+            in_b = [c for c in keep if c[level] in b]
+            if not in_a or not in_b:
+                continue
+            diff = wide[in_a].mean(axis=1) - wide[in_b].mean(axis=1)
+            for model, per_model in diff.groupby(level="model"):
+                concepts = per_model.index.get_level_values("concept").unique()
+                for concept in list(concepts) + ["pooled"]:
+                    if concept == "pooled":
+                        values = per_model.groupby(level="split").mean()
+                        ntr = float(n_train[model].mean())
+                        nte = float(n_test[model].mean())
+                    else:
+                        values = per_model.xs(concept, level="concept")
+                        ntr, nte = float(n_train[(model, concept)]), float(n_test[(model, concept)])
+                    mean, lo, hi = corrected_interval(values.to_numpy(), ntr, nte)
+                    rows.append({"model": model, "concept": concept, "finding": key, "label": label,
+                                 "scope": scope, "difference": mean, "ci_low": lo, "ci_high": hi,
+                                 "n_splits": len(values),
+                                 "holds": bool(lo > 0), "reversed": bool(hi < 0)})
     return pd.DataFrame(rows)

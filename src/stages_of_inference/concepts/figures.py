@@ -63,7 +63,8 @@ def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd
     methods = [m for m in METHOD_LABELS if m in set(summary["method"])]
     spaces = [s for s in SPACE_LABELS if s in set(summary["space"])]
     n_rows, n_cols = len(models), len(concepts) + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.3 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.6 * n_rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * len(concepts) + [1.3]})
     width = 0.8 / max(len(spaces), 1)
     for r, model in enumerate(models):
         for c, concept in enumerate(concepts):
@@ -87,6 +88,8 @@ def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd
             ax.grid(axis="y", alpha=0.3)
         ax = axes[r, -1]
         f = found[(found["model"] == model) & (found["concept"] == "pooled")].reset_index(drop=True)
+        if "scope" in f:  # overall first, then restricted to one space / one method
+            f["label"] = [lbl if sc == "all" else f"  ({sc} only)" for lbl, sc in zip(f["label"], f["scope"])]
         y = np.arange(len(f))[::-1]
         for i, row in f.iterrows():
             color = "tab:green" if row["holds"] else ("tab:red" if row["reversed"] else "tab:gray")
@@ -94,7 +97,7 @@ def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd
                                                        [row["ci_high"] - row["difference"]]],
                         fmt="o", color=color, capsize=3)
         ax.axvline(0, color="k", lw=1)
-        ax.set_yticks(y, [lbl.replace(" > ", " >\n").replace(" >= ", " ≥\n") for lbl in f["label"]], fontsize=8)
+        ax.set_yticks(y, [lbl.replace(" > ", " > ").replace(" >= ", " ≥ ") for lbl in f["label"]], fontsize=7)
         ax.set_xlabel("accuracy difference (pooled over concepts)")
         ax.set_title(f"{model}: the seed's findings", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
