@@ -57,6 +57,7 @@ include: "workflow/rules/depth.smk"
 include: "workflow/rules/casestudies.smk"
 include: "workflow/rules/self_repair.smk"
 include: "workflow/rules/seqcont.smk"
+include: "workflow/rules/concepts.smk"
 
 
 rule all:

@@ -78,4 +78,6 @@ ALL_TARGETS = [
     "figures/seqcont_tasks.pdf",
     "figures/seqcont_heads.pdf",
     "figures/seqcont_circuits.pdf",
+    "figures/sae_training.pdf",
+    "figures/concept_methods.pdf",
 ]

@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from stages_of_inference.concepts.compute import corrected_interval, findings, pair_splits
+from stages_of_inference.concepts.rules import load_stimuli
+
+
+def test_pair_splits_hold_out_whole_pairs_seeded():
+    a = pair_splits(80, 20, 0.25, seed=0)
+    assert a.shape == (20, 80) and (a.sum(1) == 20).all()
+    assert np.array_equal(a, pair_splits(80, 20, 0.25, seed=0))
+    assert not np.array_equal(a, pair_splits(80, 20, 0.25, seed=1))
+    assert len({r.tobytes() for r in a}) == 20
+
+
+def test_corrected_interval_hand_formula():
+    v = np.array([0.7, 0.8, 0.75, 0.9, 0.65])
+    mean, lo, hi = corrected_interval(v, n_train=120, n_test=40)
+    half = stats.t.ppf(0.975, 4) * np.sqrt(v.var(ddof=1) * (1 / 5 + 40 / 120))
+    assert mean == pytest.approx(v.mean()) and hi - mean == pytest.approx(half) and mean - lo == pytest.approx(half)
+
+
+def test_findings_signs():
+    rows = []
+    for split in range(6):
+        for space, base in (("raw", 0.6), ("sae", 0.7)):
+            for method, bonus in (("maxact", 0.0), ("rsa_categorical", 0.1), ("rsa_discriminative", 0.15)):
+                rows.append(dict(model="m", concept="c", space=space, method=method, split=split, n_train=120,
+                                 n_test=40, test_accuracy=base + bonus + 0.01 * (split % 3)))
+    full = findings(pd.DataFrame(rows))
+    f = full[full.scope == "all"].set_index(["concept", "finding"])
+    only_raw = full[(full.scope == "raw") & (full.concept == "c") & (full.finding == "rsa_vs_maxact")]
+    assert only_raw["difference"].iloc[0] == pytest.approx(0.125)
+    assert f.loc[("c", "rsa_vs_maxact"), "difference"] == pytest.approx(0.125)
+    assert f.loc[("c", "sae_vs_raw"), "difference"] == pytest.approx(0.1)
+    assert f.loc[("c", "discriminative_vs_categorical"), "difference"] == pytest.approx(0.05)
+    assert f.loc[("pooled", "sae_vs_raw"), "holds"]
+
+
+def test_shipped_stimuli_are_balanced_pairs():
+    from pathlib import Path
+
+    df = load_stimuli(str(Path(__file__).resolve().parents[2] / "workflow/resources/concepts"), ["success", "danger"])
+    counts = df.groupby(["concept", "label"]).size()
+    assert (counts == 80).all() and len(counts) == 4
+    assert df["text"].is_unique
