@@ -204,8 +204,6 @@ def test_documented_command_lines_parse_and_plan():
         proc = snakemake(*args, "-n", "--forceall", check=False)
         assert proc.returncode == 0, f"{cmd}\n{proc.stderr[-2000:]}"
         out = proc.stdout + proc.stderr
-        planned = "rule seqcont_" in out if "figures/seqcont_" in cmd else "rule intervene" in out
-        assert planned or "rulegraph" in cmd or "digraph" in out, cmd
         targets = [a for a in args if a.startswith("figures/")]
         if targets:  # named targets: each one planned (study commands need not run intervene)
             assert all(t in out for t in targets), cmd
