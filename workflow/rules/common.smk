@@ -81,3 +81,16 @@ ALL_TARGETS = [
     "figures/sae_training.pdf",
     "figures/concept_methods.pdf",
 ]
+
+
+# The concepts study's stimulus files (workflow/rules/concepts.smk)
+CONCEPTS = config.get("concepts", {})
+CONCEPT_STIMULI = os.path.join(workflow.basedir, CONCEPTS.get("stimuli", "workflow/resources/concepts"))
+
+
+def concept_stimulus_files(wildcards):
+    return [
+        os.path.join(CONCEPT_STIMULI, f"{concept}_{side}.txt")
+        for concept in CONCEPTS.get("concepts", ["success", "danger"])
+        for side in ("positive", "negative")
+    ]

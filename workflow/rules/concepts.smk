@@ -3,18 +3,6 @@
 # sentences); concept_sae trains the SAE; concept_probes selects features and fits probes;
 # the figure rules only read the tables.
 
-CONCEPTS = config.get("concepts", {})
-CONCEPT_STIMULI = os.path.join(workflow.basedir, CONCEPTS.get("stimuli", "workflow/resources/concepts"))
-
-
-def concept_stimulus_files(wildcards):
-    return [
-        os.path.join(CONCEPT_STIMULI, f"{concept}_{side}.txt")
-        for concept in CONCEPTS.get("concepts", ["success", "danger"])
-        for side in ("positive", "negative")
-    ]
-
-
 rule concept_activations:
     """Residual stream entering concepts.layer (default the middle block): corpus tokens
     for SAE training and the first concepts.window tokens of every stimulus sentence."""
@@ -37,6 +25,8 @@ rule concept_activations:
         "logs/concept_activations/{model}.log",
     benchmark:
         "results/benchmarks/concept_activations/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/concept_activations.py"
 
@@ -60,6 +50,8 @@ rule concept_sae:
         "logs/concept_sae/{model}.log",
     benchmark:
         "results/benchmarks/concept_sae/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/concept_sae.py"
 
@@ -84,6 +76,8 @@ rule concept_probes:
         "logs/concept_probes/{model}.log",
     benchmark:
         "results/benchmarks/concept_probes/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/concept_probes.py"
 
@@ -102,6 +96,8 @@ rule fig_sae_training:
         "logs/figures/sae_training.log",
     benchmark:
         "results/benchmarks/figures/sae_training.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fig_sae_training.py"
 
@@ -119,5 +115,7 @@ rule fig_concept_methods:
         "logs/figures/concept_methods.log",
     benchmark:
         "results/benchmarks/figures/concept_methods.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fig_concept_methods.py"

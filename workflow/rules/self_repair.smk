@@ -24,6 +24,8 @@ rule self_repair:
         "logs/self_repair/{model}.log",
     benchmark:
         "results/benchmarks/self_repair/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/self_repair.py"
 
@@ -51,5 +53,7 @@ rule self_repair_figures:
         "logs/figures/self_repair.log",
     benchmark:
         "results/benchmarks/figures/self_repair.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/self_repair_figures.py"

@@ -21,6 +21,8 @@ rule seqcont_prompts:
         "logs/seqcont_prompts/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_prompts/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_prompts.py"
 
@@ -45,6 +47,8 @@ rule seqcont_effects:
         "logs/seqcont_effects/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_effects/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_effects.py"
 
@@ -68,6 +72,8 @@ rule seqcont_circuits:
         "logs/seqcont_circuits/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_circuits/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_circuits.py"
 
@@ -83,6 +89,8 @@ rule seqcont_overlap:
         "logs/seqcont_overlap/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_overlap/{model}.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_overlap.py"
 
@@ -101,6 +109,8 @@ rule seqcont_fig_tasks:
         "logs/figures/seqcont_tasks.log",
     benchmark:
         "results/benchmarks/figures/seqcont_tasks.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_fig_tasks.py"
 
@@ -118,6 +128,8 @@ rule seqcont_fig_heads:
         "logs/figures/seqcont_heads.log",
     benchmark:
         "results/benchmarks/figures/seqcont_heads.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_fig_heads.py"
 
@@ -138,5 +150,7 @@ rule seqcont_fig_circuits:
         "logs/figures/seqcont_circuits.log",
     benchmark:
         "results/benchmarks/figures/seqcont_circuits.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/seqcont_fig_circuits.py"
