@@ -1,9 +1,7 @@
 """Figure 9: word splitting, prompt selection and the sub-joiner head score."""
-import copy
 
 import numpy as np
 import pytest
-import torch
 
 from stages_of_inference.casestudies.subjoiner import SubjoinerSpec, analyse, build_prompts, head_scores
 from stages_of_inference.casestudies.words import document_words, encode_with_offsets, scan_corpus

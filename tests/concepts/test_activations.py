@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from conftest import tiny_hf_model
+from stages_of_inference.core.engine import Engine
 from stages_of_inference.concepts.compute import (
-    corpus_residuals, make_engine, residual_upto, sae_patterns, sentence_ids, stimulus_patterns, window_means)
+    corpus_residuals, residual_upto, sae_patterns, sentence_ids, stimulus_patterns, window_means)
 from stages_of_inference.concepts.sae import SAEConfig, SparseAutoencoder
 
 SENTENCES = ["The team won the final.", "A storm hit the small boat far from land at night.", "Hi.",
@@ -14,7 +15,7 @@ SENTENCES = ["The team won the final.", "A storm hit the small boat far from lan
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
 def test_stimulus_patterns_match_plain_forward(arch, bpe_tokenizer):
     model = tiny_hf_model(arch, bpe_tokenizer)
-    engine = make_engine(model)
+    engine = Engine(model)
     layer, window = 2, 6
     ids = sentence_ids(bpe_tokenizer, SENTENCES)
     first = 1 if bpe_tokenizer.bos_token_id is not None else 0
@@ -31,7 +32,7 @@ def test_stimulus_patterns_match_plain_forward(arch, bpe_tokenizer):
 
 def test_residual_upto_matches_engine_baseline(bpe_tokenizer):
     model = tiny_hf_model("llama", bpe_tokenizer)
-    engine = make_engine(model)
+    engine = Engine(model)
     ids = torch.randint(0, len(bpe_tokenizer), (2, 12), generator=torch.Generator().manual_seed(0))
     engine.baseline(ids)
     torch.testing.assert_close(residual_upto(engine, ids, 3), engine.residual_in(3))

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import ttest_ind

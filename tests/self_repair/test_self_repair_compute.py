@@ -3,7 +3,6 @@ plain transformers forward passes with PyTorch hooks and hand formulas (no engin
 import copy
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -1,7 +1,6 @@
 """Task prompts on two tokenizers: the embedded SmolLM2 tokenizer (digits split from their
 space, number words / months / weekdays single tokens) and a 512-token byte-level BPE
 (only digits are single tokens). Checked against independent tokenizations."""
-import numpy as np
 import pytest
 
 from stages_of_inference.seqcont.prompts import (

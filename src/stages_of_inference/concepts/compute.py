@@ -86,12 +86,6 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
 
 
 # -- activations ---------------------------------------------------------------------------
-def make_engine(model, attn_implementation: str = "sdpa"):
-    from ..core.engine import Engine
-
-    return Engine(model, attn_implementation=attn_implementation)
-
-
 def sentence_ids(tokenizer, sentences: Sequence[str]) -> list[list[int]]:
     bos = tokenizer.bos_token_id
     prefix = [bos] if bos is not None else []

@@ -28,7 +28,6 @@ from .compute import (
     concept_probes,
     corpus_residuals,
     findings,
-    make_engine,
     method_summary,
     resolve_layer,
     sae_patterns,
@@ -82,27 +81,17 @@ def load_stimuli(directory: str, concepts: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def _load_model(manifest: str, runtime: dict):
-    from ..core.models import bridge_for_job, load_hf_model, set_threads
-
-    attn = runtime.get("attn_implementation", "sdpa")
-    if attn == "bridge":
-        return bridge_for_job(manifest, runtime)
-    set_threads(runtime.get("threads"))
-    return load_hf_model(manifest, device=runtime.get("device", "auto"), dtype=runtime.get("dtype", "float32"),
-                         attn_implementation=attn)
-
-
 def concept_activations(model: str, manifest: str, corpus: dict, params: dict, runtime: dict, stimuli_dir: str,
                         out_residuals: str, out_patterns: str, out_sentences: str) -> None:
     from ..core.corpus import CorpusSpec, sample_sequences
+    from ..core.engine import engine_for_job
     from ..core.models import load_prepared_tokenizer
 
     spec = ConceptSpec.from_config(params)
     sae_params = {**SAE_DEFAULTS, **(params.get("sae") or {})}
     t0 = time.perf_counter()
     tokenizer = load_prepared_tokenizer(manifest)
-    engine = make_engine(_load_model(manifest, runtime), runtime.get("attn_implementation", "sdpa"))
+    engine = engine_for_job(manifest, runtime)
     layer = resolve_layer(spec.layer, engine.n_layers)
     log.info("%s: model loaded in %.1f s; residual stream entering block %d of %d", model,
              time.perf_counter() - t0, layer, engine.n_layers)

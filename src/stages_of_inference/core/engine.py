@@ -453,3 +453,11 @@ class Engine:
 
 
 Sweep = Engine  # the name the drop/swap sweep grew up with
+
+
+def engine_for_job(manifest, runtime: dict, attn_implementation: str | None = None) -> Engine:
+    """The engine over the model a job loads (``core.models.model_for_job``)."""
+    from .models import model_for_job
+
+    model, attn = model_for_job(manifest, runtime, attn_implementation)
+    return Engine(model, attn_implementation=attn)

@@ -373,6 +373,23 @@ def bridge_for_job(manifest_or_path, runtime: dict, dtype: str | None = None):
                        dtype=dtype or runtime.get("dtype", "float32"))
 
 
+def model_for_job(manifest_or_path, runtime: dict, attn_implementation: str | None = None):
+    """What a rule that runs the core engine loads: a plain ``transformers`` model with
+    ``runtime.attn_implementation`` (sdpa or eager; TransformerLens is not even imported),
+    or the ``TransformerBridge`` for ``bridge``; on ``runtime.device`` with
+    ``runtime.threads`` CPU threads and ``runtime.matmul_precision``. Returns
+    ``(model, attn_implementation)``."""
+    import torch
+
+    attn = attn_implementation or runtime.get("attn_implementation", "sdpa")
+    torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
+    if attn == "bridge":
+        return bridge_for_job(manifest_or_path, runtime), attn
+    set_threads(runtime.get("threads"))
+    return load_hf_model(manifest_or_path, device=runtime.get("device", "auto"),
+                         dtype=runtime.get("dtype", "float32"), attn_implementation=attn), attn
+
+
 def load_bridge(manifest_or_path, device: str = "auto", dtype: str = "float32"):
     """Load a prepared model as a TransformerLens 4 ``TransformerBridge`` (eval mode)."""
     import torch

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from ..core.engine import KINDS, Engine, layers_for
+from ..core.engine import KINDS, Engine
 from ..core.metrics import (
     BASE_COLUMNS,
     INTERVENTION_COLUMNS,

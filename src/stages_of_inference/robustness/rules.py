@@ -51,21 +51,12 @@ def intervene(
 ) -> None:
     import time
 
-    import torch
-
     from .compute import run_sweep
     from ..core.corpus import load_tokens
-    from ..core.models import bridge_for_job, load_hf_model, set_threads
+    from ..core.models import model_for_job
 
     t0 = time.perf_counter()
-    attn = runtime.get("attn_implementation", "sdpa")
-    torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
-    if attn == "bridge":
-        net = bridge_for_job(manifest, runtime)
-    else:  # a plain transformers model: TransformerLens is not even imported
-        set_threads(runtime.get("threads"))
-        net = load_hf_model(manifest, device=runtime.get("device", "auto"),
-                            dtype=runtime.get("dtype", "float32"), attn_implementation=attn)
+    net, attn = model_for_job(manifest, runtime)
     tokens, first = load_tokens(tokens_path, record_path)
     layers = parse_chunk(chunk)
     log.info("model loaded in %.1f s (attention: %s)", time.perf_counter() - t0, attn)

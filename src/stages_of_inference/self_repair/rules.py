@@ -18,21 +18,13 @@ log = logging.getLogger("stages_of_inference")
 
 def self_repair(model: str, manifest: str, tokens_path: str, record_path: str, runtime: dict,
                 settings: dict, out_heads: str, out_tokens: str, out_neurons: str) -> None:
-    import torch
-
     from ..core.corpus import load_tokens
-    from ..core.engine import Engine
-    from ..core.models import load_hf_model, set_threads
+    from ..core.engine import engine_for_job
     from .compute import run_self_repair
 
     t0 = time.perf_counter()
     attn = runtime.get("attn_implementation", "sdpa")
-    attn = attn if attn in ("sdpa", "eager") else "sdpa"
-    torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
-    set_threads(runtime.get("threads"))
-    net = load_hf_model(manifest, device=runtime.get("device", "auto"),
-                        dtype=runtime.get("dtype", "float32"), attn_implementation=attn)
-    engine = Engine(net, attn_implementation=attn)
+    engine = engine_for_job(manifest, runtime, attn if attn in ("sdpa", "eager") else "sdpa")  # hooks need plain modules
     tokens, first = load_tokens(tokens_path, record_path)
     tokens = tokens[: settings["n_sequences"], : settings["seq_len"]]
     log.info("%s: self-repair of %d x %d heads on %d x %d tokens (%s ablation, %s target); "

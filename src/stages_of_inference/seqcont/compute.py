@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .prompts import CYCLIC, FAMILIES, SeqcontSpec, item_token
+from .prompts import CYCLIC, FAMILIES, item_token
 
 log = logging.getLogger(__name__)
 

@@ -12,21 +12,17 @@ from ..core.io import write_parquet
 log = logging.getLogger(__name__)
 
 
-def _engine(manifest: str, runtime: dict):
-    import torch
+def _load(model: str, manifest: str, prompts_path: str, params: dict, runtime: dict):
+    """What both model-running rules start with: the settings, the prompts, the engine."""
+    from ..core.engine import engine_for_job
+    from .prompts import SeqcontSpec
 
-    from ..core.engine import Engine
-    from ..core.models import bridge_for_job, load_hf_model, set_threads
-
-    attn = runtime.get("attn_implementation", "sdpa")
-    torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
-    if attn == "bridge":
-        net = bridge_for_job(manifest, runtime)
-    else:  # a plain transformers model: TransformerLens is not even imported
-        set_threads(runtime.get("threads"))
-        net = load_hf_model(manifest, device=runtime.get("device", "auto"), dtype=runtime.get("dtype", "float32"),
-                            attn_implementation=attn)
-    return Engine(net, attn_implementation=attn)
+    spec = SeqcontSpec.from_config(params)
+    prompts = pd.read_parquet(prompts_path)
+    t0 = time.perf_counter()
+    engine = engine_for_job(manifest, runtime)
+    log.info("%s: model loaded in %.1f s", model, time.perf_counter() - t0)
+    return spec, prompts, engine
 
 
 def _concat(paths: Sequence[str]) -> pd.DataFrame:
@@ -64,13 +60,9 @@ def seqcont_effects(model: str, manifest: str, prompts_path: str, params: dict, 
     from ..core.models import load_prepared_tokenizer
     from .compute import (COMPONENT_COLUMNS, SUCCESSOR_COLUMNS, TASK_COLUMNS, TaskBatch, component_effects,
                           corrupted_means, successor_scores, task_metrics)
-    from .prompts import SeqcontSpec, task_parts
+    from .prompts import task_parts
 
-    spec = SeqcontSpec.from_config(params)
-    prompts = pd.read_parquet(prompts_path)
-    t0 = time.perf_counter()
-    engine = _engine(manifest, runtime)
-    log.info("%s: model loaded in %.1f s", model, time.perf_counter() - t0)
+    spec, prompts, engine = _load(model, manifest, prompts_path, params, runtime)
     tasks, effects = [], []
     for task in _tasks(prompts, spec.tasks):
         t1 = time.perf_counter()
@@ -104,13 +96,8 @@ def seqcont_circuits(model: str, manifest: str, prompts_path: str, params: dict,
                      out_circuits: str, out_summary: str) -> None:
     """Iterative mean-ablation pruning per circuit task and seeded order; the re-check."""
     from .compute import CIRCUIT_COLUMNS, SUMMARY_COLUMNS, TaskBatch, corrupted_means, find_circuits
-    from .prompts import SeqcontSpec
 
-    spec = SeqcontSpec.from_config(params)
-    prompts = pd.read_parquet(prompts_path)
-    t0 = time.perf_counter()
-    engine = _engine(manifest, runtime)
-    log.info("%s: model loaded in %.1f s", model, time.perf_counter() - t0)
+    spec, prompts, engine = _load(model, manifest, prompts_path, params, runtime)
     rows, summaries = [], []
     batches = [TaskBatch.from_prompts(prompts, task, device=engine.device)
                for task in _tasks(prompts, spec.circuit_tasks)]
