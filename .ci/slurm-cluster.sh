@@ -105,9 +105,10 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 MpiDefault=none
 PlugStackConfig=$DIR/plugstack.conf
-# jobs stay visible to squeue for 5 minutes after they end (the status command without
-# accounting; the executor plugin wants MinJobAge >= 3 x its first status check)
-MinJobAge=300
+# jobs stay visible to squeue for an hour after they end (the status command without
+# accounting; the executor plugin wants MinJobAge >= 3 x its first status check, and
+# tests/test_slurm.py reads every job's partition and state from squeue at the end)
+MinJobAge=3600
 SlurmdTimeout=60
 InactiveLimit=0
 KillWait=5
