@@ -54,3 +54,21 @@ def tiny_pair(request, bpe_tokenizer):
     hf = tiny_hf_model(request.param, bpe_tokenizer)
     bridge = bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer, name=f"tiny-{request.param}")
     return hf, bridge, request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One real snakemake run of every target (`all`) on config/test.yaml (three tiny
+    random-weight models), shared by every workflow test: tests/test_workflow.py and each
+    study's own workflow test."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    work = tmp_path_factory.mktemp("wf")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+                           "--directory", str(work), "--configfile", str(repo / "config/test.yaml"),
+                           "--cores", "2", "all"], capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, f"snakemake all failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return work

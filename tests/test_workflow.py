@@ -53,14 +53,6 @@ def test_bad_config_value_is_named():
     assert "tpu" in (proc.stdout + proc.stderr)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf")
-    snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-              "--configfile", str(REPO / "config/test.yaml"), "--cores", "2", "all")
-    return work
-
-
 def test_tiny_workflow_builds_figures(tiny_run):
     for n in range(3, 11):  # every figure of `all`, figures 3-10
         pdf = tiny_run / f"figures/fig{n}.pdf"

@@ -1,8 +1,6 @@
 """Real snakemake run of the concept-features targets on the tiny config (random-weight
 models), checked against plain transformers and against the tables' own raw rows."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,19 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("figures/sae_training.pdf", "figures/concept_methods.pdf")
 
 
-def snakemake(*args, cwd=REPO):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=1500)
-    assert proc.returncode == 0, f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("concepts")
-    snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-              "--configfile", str(REPO / "config/test.yaml"), "--cores", "2", *TARGETS)
-    return work
+def run(tiny_run):
+    return tiny_run  # the shared run of `all` on the tiny config (tests/conftest.py)
 
 
 def test_targets_and_tables(run):

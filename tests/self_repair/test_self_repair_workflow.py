@@ -1,8 +1,6 @@
 """The self-repair targets built by a real snakemake run on the tiny config, and one
 head's numbers recomputed with plain transformers on the workflow's own weights/tokens."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny_self_repair(tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf_self_repair")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-           str(work), "--configfile", str(REPO / "config/test.yaml"), "--cores", "2",
-           "figures/self_repair.pdf", "figures/self_repair_tokens.pdf"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return work
+def tiny_self_repair(tiny_run):
+    return tiny_run  # the shared run of `all` on the tiny config (tests/conftest.py)
 
 
 def test_tiny_workflow_builds_self_repair_targets(tiny_self_repair):

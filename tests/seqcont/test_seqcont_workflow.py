@@ -1,20 +1,12 @@
 """The study's targets on the tiny config (random-weight models, 512-token byte-level BPE:
 only digits are single tokens, so the other tasks are empty but labelled)."""
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[2]
 TARGETS = ["figures/seqcont_tasks.pdf", "figures/seqcont_heads.pdf", "figures/seqcont_circuits.pdf"]
 
 
-def test_tiny_workflow_builds_seqcont_targets(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                           "--directory", str(tmp_path), "--configfile", str(REPO / "config/test.yaml"),
-                           "--cores", "2", *TARGETS], capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def test_tiny_workflow_builds_seqcont_targets(tiny_run):
+    tmp_path = tiny_run  # the shared run of `all` on the tiny config (tests/conftest.py)
     for target in TARGETS:
         pdf = tmp_path / target
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000, target
