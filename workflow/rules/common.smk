@@ -61,6 +61,11 @@ MODEL_TABLES = [
     "neurons.parquet",
     *(f"subjoiner_{name}.parquet" for name in ("prompts", "scores", "examples")),
     *(f"ing_{name}.parquet" for name in ("neurons", "vocab", "prompts", "activations", "probes")),
+    *(f"self_repair{name}.parquet" for name in ("", "_tokens", "_neurons")),
+    *(f"seqcont_{name}.parquet" for name in ("prompts", "counts", "tasks", "components", "successor",
+                                             "circuits", "circuit_summary", "overlap")),
+    *(f"concept_{name}.parquet" for name in ("sentences", "sae", "sae_training", "sae_features", "probes",
+                                             "methods", "findings")),
 ]
 
 ALL_TARGETS = [
