@@ -85,6 +85,20 @@ def test_moments_match_scipy():
     assert abs(float(k) - 3.0) < 0.1
 
 
+def test_layer_moments_blocked_rows_match_scipy():
+    """Moments taken a few neurons at a time (the CPU default) equal scipy on the cosines."""
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(1)
+    w_out = torch.randn(37, 16, generator=g)
+    w_u = neurons._unit(torch.randn(16, 500, generator=g) ** 3, 0)
+    cos = (neurons._unit(w_out, 1) @ w_u).double().numpy()
+    for chunk, rows in ((10, 3), (37, 37), (8, None)):
+        skew, kurt = neurons.layer_moments(w_out, w_u, chunk=chunk, rows=rows)
+        assert skew.shape == kurt.shape == (37,)
+        np.testing.assert_allclose(skew, stats.skew(cos, axis=1, bias=True), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(kurt, stats.kurtosis(cos, axis=1, fisher=False, bias=True), rtol=1e-5)
+
+
 def test_classify_thresholds():
     got = neurons.classify([1.0, -1.0, 1.0, -1.0, 0.0], [11.0, 11.0, 9.0, 10.0, 50.0])
     assert list(got) == ["prediction", "suppression", "other", "other", "other"]

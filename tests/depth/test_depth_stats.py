@@ -8,6 +8,7 @@ import torch
 
 from stages_of_inference.depth.compute import (
     extract_layer_stats,
+    lens_stats,
     norm_ratio,
     prev_token_attention,
     summarise_layer_stats,
@@ -15,6 +16,24 @@ from stages_of_inference.depth.compute import (
 
 
 # -- previous-five attention on hand-made patterns ------------------------------------------
+
+
+def test_lens_stats_blocked_equals_whole_and_hand_kl():
+    """The CPU's row-blocked logit-lens statistics are the unblocked ones bit for bit, and
+    both are KL(P_final || P_lens) in nats and the entropy of P_lens in bits."""
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(2, 5, 300, generator=g)
+    final = torch.log_softmax(3 * torch.randn(2, 5, 300, generator=g), -1)
+    kl, h = lens_stats(logits, final, block_bytes=None)
+    for block_bytes in (1, 4 * 300 * 3, 1 << 19):  # one row, three rows, everything per block
+        kl_b, h_b = lens_stats(logits, final, block_bytes=block_bytes)
+        assert kl_b.shape == h_b.shape == (2, 5)
+        assert torch.equal(kl, kl_b) and torch.equal(h, h_b)
+    p, q = final.double().exp(), torch.softmax(logits.double(), -1)
+    hand_kl = (p * (p.log() - q.log())).sum(-1)
+    hand_h = -(q * q.log()).sum(-1) / math.log(2)
+    torch.testing.assert_close(kl.double(), hand_kl, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h.double(), hand_h, rtol=1e-4, atol=1e-5)
 
 
 def test_prev5_on_hand_made_pattern():
