@@ -53,9 +53,11 @@ def plot_tasks(models, tasks: pd.DataFrame, counts: pd.DataFrame, out_pdf) -> No
         axes[1].errorbar(xs, t["logit_diff"], yerr=t["logit_diff_sd"], fmt="none", ecolor="0.3", lw=0.8)
         axes[1].scatter(xs, t["logit_diff_corrupt"], marker="_", s=120, color="k", zorder=3,
                         label="corrupted prompts" if i == 0 else None)
-        for xi, n in zip(xs, c["n_kept"].fillna(0).astype(int)):
-            axes[0].text(xi, 1.03, f"n={n}", ha="center", va="bottom", fontsize=6)
-    axes[0].set_ylim(0, 1.25)
+        for xi, n, acc in zip(xs, c["n_kept"].fillna(0).astype(int), t["accuracy"]):
+            axes[0].text(xi, 1.13, f"n={n}", ha="center", va="bottom", fontsize=6)
+            if pd.notna(acc):  # the value on the bar: an accuracy of 0 is a result, not a gap
+                axes[0].text(xi, acc + 0.01, f"{acc:.2f}", ha="center", va="bottom", fontsize=6)
+    axes[0].set_ylim(0, 1.3)
     axes[0].set_ylabel("accuracy (answer is top-1)")
     axes[0].axhline(1, color="0.8", lw=0.6)
     axes[1].axhline(0, color="0.5", lw=0.6)
@@ -214,6 +216,7 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
                        vmin=0, vmax=9)
             ax.set_xticks(range(len(names)), [n.replace("_words", "+w") for n in names], rotation=60, fontsize=6)
             ax.tick_params(labelsize=6)
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
             ax.set_ylim(bottom=0)
     fig.suptitle("Sequence-continuation circuits: iterative mean-ablation pruning "
                  "(dots: order-0 circuit; shading: share of orders keeping it)", fontsize=9)
