@@ -68,6 +68,21 @@ def test_seq_len_beyond_a_models_positions_fails_at_dag_build(tmp_path):
     assert "rule " not in proc.stdout  # nothing planned
 
 
+def test_a_study_subset_larger_than_the_corpus_fails_at_dag_build(tmp_path):
+    overlay = tmp_path / "more.yaml"  # the default corpus has 8 sequences
+    overlay.write_text(yaml.safe_dump({"self_repair": {"n_sequences": 9}}))
+    proc = dry_run("all", "--configfile", "config/config.yaml", str(overlay))
+    assert proc.returncode != 0
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "self_repair.n_sequences is 9" in line and "corpus.n_sequences is 8" in line, proc.stderr[-2000:]
+    # the documented full overlays fit together
+    ok = dry_run("all", "--configfile", "config/config.yaml", "config/full.yaml", "config/self_repair-full.yaml")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    checks.check_subset({"n_sequences": 8, "seq_len": 128}, "self_repair", {"n_sequences": 2, "seq_len": 64})
+    with pytest.raises(checks.ConfigError, match="self_repair.seq_len is 129"):
+        checks.check_subset({"n_sequences": 8, "seq_len": 128}, "self_repair", {"n_sequences": 2, "seq_len": 129})
+
+
 def test_max_positions_from_the_model_config():
     assert max_positions(ModelSpec.from_config("e", {"source": "embedded"})) == 8192
     llama = {"source": "random", "arch": "llama", "config": {"max_position_embeddings": 96, "num_hidden_layers": 1}}

@@ -24,8 +24,8 @@ def snakemake(*args, cwd=REPO, check=True, timeout=1500):
 
 def test_default_dry_run_plans_every_layer():
     out = snakemake("-n", "--forceall", "--cores", "2", "all").stdout  # whatever results/ holds
-    # embedded SmolLM2: 30 layers -> drop 0..29 and swap 0..28 in chunks of 15
-    for chunk in ("drop/000-014", "drop/015-029", "swap/000-014", "swap/015-028"):
+    # embedded SmolLM2: 30 layers -> drop 0..29 and swap 0..28, one job each (layers_per_job: 30)
+    for chunk in ("drop/000-029", "swap/000-028"):
         assert f"results/smollm2/interventions/{chunk}.parquet" in out
     assert "figures/fig3.pdf" in out
 

@@ -22,6 +22,7 @@ rule subjoiner:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["subjoiner"]
     log:
         "logs/subjoiner/{model}.log",
     benchmark:
@@ -48,6 +49,7 @@ rule ing_neurons:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["ing_neurons"]
     log:
         "logs/ing_neurons/{model}.log",
     benchmark:
@@ -74,6 +76,7 @@ rule ing_activations:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["ing_activations"]
     log:
         "logs/ing_activations/{model}.log",
     benchmark:

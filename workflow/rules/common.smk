@@ -7,6 +7,7 @@
 #   add a new third-party dependency there and to pyproject.toml);
 # - script: "../scripts/<rule>.py", a thin script calling <study>/rules.py;
 # - threads: RUNTIME["threads"] and resources: gpu=GPU on rules that run a model;
+# - priority: PRIORITY[<rule>] for the rules listed in PRIORITY;
 # - no absolute paths, no environment variables read in rules files (PYTHONPATH is set
 #   and declared with envvars: in the Snakefile);
 # - figures and tables: output wrapped in report(..., caption="../report/<name>.rst",
@@ -25,10 +26,17 @@ KINDS = config["interventions"]["kinds"]
 RUNTIME = config["runtime"]
 # GPUs per model-running job, from runtime.device (auto: is an NVIDIA driver present?)
 GPU = job_gpus(RUNTIME["device"])
+# Scheduling: jobs that unblock others or run longest start first (`priority:`), so that
+# on a few cores the last minutes are not one long job running alone (the default run
+# on 2 cores ended with seqcont_circuits alone for 70 s before this).
+PRIORITY = {"tokenize": 100, "seqcont_prompts": 100, "intervene": 50, "seqcont_circuits": 50,
+            "neurons": 45, "ing_neurons": 45, "ing_activations": 40, "self_repair": 40, "extract": 40,
+            "seqcont_effects": 30, "subjoiner": 30}
 
 # Checked when the DAG is built, not inside a job minutes later.
 config_check(checks.check_seq_len, config["corpus"]["seq_len"],
              {name: max_positions(spec) for name, spec in MODELS.items()})
+config_check(checks.check_subset, config["corpus"], "self_repair", config.get("self_repair"))
 
 
 def chunks(model, kind):

@@ -7,6 +7,7 @@ rule tokenize:
         record="results/{model}/tokens.json",
     params:
         corpus=config["corpus"],
+    priority: PRIORITY["tokenize"]
     log:
         "logs/tokenize/{model}.log",
     benchmark:

@@ -19,6 +19,7 @@ rule extract:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["extract"]
     log:
         "logs/extract/{model}.log",
     benchmark:
@@ -43,6 +44,7 @@ rule neurons:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["neurons"]
     log:
         "logs/neurons/{model}.log",
     benchmark:

@@ -16,6 +16,7 @@ rule intervene:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["intervene"]
     log:
         "logs/intervene/{model}/{kind}/{chunk}.log",
     benchmark:

@@ -20,6 +20,7 @@ rule self_repair:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["self_repair"]
     log:
         "logs/self_repair/{model}.log",
     benchmark:

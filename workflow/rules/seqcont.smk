@@ -17,6 +17,7 @@ rule seqcont_prompts:
         counts="results/{model}/seqcont_counts.parquet",
     params:
         seqcont=SEQCONT,
+    priority: PRIORITY["seqcont_prompts"]
     log:
         "logs/seqcont_prompts/{model}.log",
     benchmark:
@@ -43,6 +44,7 @@ rule seqcont_effects:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["seqcont_effects"]
     log:
         "logs/seqcont_effects/{model}.log",
     benchmark:
@@ -68,6 +70,7 @@ rule seqcont_circuits:
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
+    priority: PRIORITY["seqcont_circuits"]
     log:
         "logs/seqcont_circuits/{model}.log",
     benchmark:

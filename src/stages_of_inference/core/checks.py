@@ -89,6 +89,20 @@ def check_seq_len(seq_len: int, max_positions: Mapping[str, int | None]) -> None
             )
 
 
+def check_subset(corpus: Mapping[str, Any], section: str, settings: Mapping[str, Any] | None) -> None:
+    """A study that reads the first ``n_sequences`` x ``seq_len`` corpus tokens (e.g.
+    ``self_repair``) must not ask for more than the corpus has: it would silently use fewer."""
+    if not settings:
+        return
+    for key in ("n_sequences", "seq_len"):
+        want, have = settings.get(key), corpus.get(key)
+        if want is not None and have is not None and int(want) > int(have):
+            raise ConfigError(
+                f"{section}.{key} is {want} but corpus.{key} is {have}; the study uses the first corpus "
+                f"tokens, so set {section}.{key} <= {have} or raise corpus.{key} (config/full.yaml: 16 x 128)."
+            )
+
+
 def check_corpus_source(corpus: Mapping[str, Any]) -> None:
     """A file corpus must exist, have a known suffix and hold some text (without reading
     more of it than needed)."""
