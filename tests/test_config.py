@@ -68,19 +68,20 @@ def test_seq_len_beyond_a_models_positions_fails_at_dag_build(tmp_path):
     assert "rule " not in proc.stdout  # nothing planned
 
 
-def test_a_study_subset_larger_than_the_corpus_fails_at_dag_build(tmp_path):
+def test_a_study_subset_larger_than_the_corpus_is_said_at_dag_build(tmp_path):
     overlay = tmp_path / "more.yaml"  # the default corpus has 8 sequences
     overlay.write_text(yaml.safe_dump({"self_repair": {"n_sequences": 9}}))
     proc = dry_run("all", "--configfile", "config/config.yaml", str(overlay))
-    assert proc.returncode != 0
-    line = proc.stderr.strip().splitlines()[-1]
-    assert "self_repair.n_sequences is 9" in line and "corpus.n_sequences is 8" in line, proc.stderr[-2000:]
-    # the documented full overlays fit together
-    ok = dry_run("all", "--configfile", "config/config.yaml", "config/full.yaml", "config/self_repair-full.yaml")
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    checks.check_subset({"n_sequences": 8, "seq_len": 128}, "self_repair", {"n_sequences": 2, "seq_len": 64})
-    with pytest.raises(checks.ConfigError, match="self_repair.seq_len is 129"):
-        checks.check_subset({"n_sequences": 8, "seq_len": 128}, "self_repair", {"n_sequences": 2, "seq_len": 129})
+    assert proc.returncode == 0, proc.stderr[-2000:]  # it runs, on the 8 there are
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("Config warning:")]
+    assert len(warnings) == 1 and "self_repair.n_sequences is 9" in warnings[0] and "is 8" in warnings[0]
+    # the default and the documented full overlays say nothing
+    for files in (["config/config.yaml"], ["config/config.yaml", "config/self_repair-full.yaml"]):
+        ok = dry_run("all", "--configfile", *files)
+        assert ok.returncode == 0 and "Config warning" not in ok.stderr, ok.stderr[-2000:]
+    assert checks.subset_warnings({"n_sequences": 8, "seq_len": 128}, "self_repair", {"n_sequences": 2}) == []
+    (line,) = checks.subset_warnings({"n_sequences": 8, "seq_len": 128}, "self_repair", {"seq_len": 129})
+    assert line.startswith("self_repair.seq_len is 129 but corpus.seq_len is 128")
 
 
 def test_max_positions_from_the_model_config():

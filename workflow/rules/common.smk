@@ -36,7 +36,8 @@ PRIORITY = {"tokenize": 100, "seqcont_prompts": 100, "intervene": 50, "seqcont_c
 # Checked when the DAG is built, not inside a job minutes later.
 config_check(checks.check_seq_len, config["corpus"]["seq_len"],
              {name: max_positions(spec) for name, spec in MODELS.items()})
-config_check(checks.check_subset, config["corpus"], "self_repair", config.get("self_repair"))
+for _warning in checks.subset_warnings(config["corpus"], "self_repair", config.get("self_repair")):
+    print(f"Config warning: {_warning}", file=sys.stderr)
 
 
 def chunks(model, kind):

@@ -38,13 +38,14 @@ and is right when that matches the label.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..core.settings import Settings
 from .words import bos_prefix, cap_per_word, display_token, scan_corpus
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ PROBE_COLUMNS = ["model", "probe", "n_neurons", "order", "layer", "neuron", "rol
 
 
 @dataclass
-class IngSpec:
+class IngSpec(Settings):
+    section: ClassVar[str] = "casestudies.ing"
     context_tokens: int = 24
     n_prompts: int = 300
     max_per_word: int = 5
@@ -74,19 +76,9 @@ class IngSpec:
     batch_size: int = 16
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, entry: dict | None) -> "IngSpec":
-        entry = dict(entry or {})
-        unknown = set(entry) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"casestudies.ing: unknown keys {sorted(unknown)}.")
-        spec = cls(**entry)
-        if not 0 < spec.test_fraction < 1:
-            raise ValueError("casestudies.ing.test_fraction must be in (0, 1).")
-        return spec
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check(self) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"casestudies.ing.test_fraction is {self.test_fraction}; use a value in (0, 1).")
 
 
 def is_ing_string(text: str) -> bool:

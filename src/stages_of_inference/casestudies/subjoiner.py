@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..core.settings import Settings
 from .words import bos_prefix, cap_per_word, display_token, scan_corpus
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ EXAMPLE_COLUMNS = ["model", "layer", "head", "kind", "example", "prompt_id", "wo
 
 
 @dataclass
-class SubjoinerSpec:
+class SubjoinerSpec(Settings):
+    section: ClassVar[str] = "casestudies.subjoiner"
     context_tokens: int = 16
     n_prompts: int = 200
     max_subtokens: int = 4
@@ -70,21 +72,12 @@ class SubjoinerSpec:
     batch_size: int = 16
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, entry: dict | None) -> "SubjoinerSpec":
-        entry = dict(entry or {})
-        unknown = set(entry) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"casestudies.subjoiner: unknown keys {sorted(unknown)}.")
-        spec = cls(**entry)
-        if spec.max_subtokens < 2:
-            raise ValueError("casestudies.subjoiner.max_subtokens must be at least 2.")
-        if spec.context_tokens < spec.max_subtokens:
-            raise ValueError("casestudies.subjoiner.context_tokens must be >= max_subtokens.")
-        return spec
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check(self) -> None:
+        if self.max_subtokens < 2:
+            raise ValueError(f"casestudies.subjoiner.max_subtokens is {self.max_subtokens}; use at least 2.")
+        if self.context_tokens < self.max_subtokens:
+            raise ValueError(f"casestudies.subjoiner.context_tokens is {self.context_tokens}; use at least "
+                             f"max_subtokens ({self.max_subtokens}).")
 
 
 # -- prompts ----------------------------------------------------------------------------

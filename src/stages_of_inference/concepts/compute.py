@@ -34,8 +34,8 @@ would be far too narrow).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from ..core.settings import Settings
 from .rsa import RSA_METHODS, rsa_scores
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ METHODS = ("maxact",) + RSA_METHODS
 
 
 @dataclass
-class ConceptSpec:
+class ConceptSpec(Settings):
+    section: ClassVar[str] = "concepts"
+    shared_keys: ClassVar[frozenset[str]] = frozenset({"sae", "stimuli"})  # the SAE's block; the rule's input
     concepts: tuple = ("success", "danger")
     layer: int | None = None
     window: int = 16
@@ -63,19 +66,12 @@ class ConceptSpec:
     seed: int = 0
     batch_size: int = 32
 
-    @classmethod
-    def from_config(cls, entry: dict | None) -> "ConceptSpec":
-        entry = {k: v for k, v in (entry or {}).items() if k in cls.__dataclass_fields__}
-        spec = cls(**entry)
-        spec.concepts = tuple(spec.concepts)
-        if not 0 < spec.test_fraction < 1:
-            raise ValueError(f"concepts.test_fraction is {spec.test_fraction}; use a value in (0, 1).")
-        if spec.n_splits < 2:
-            raise ValueError("concepts.n_splits must be at least 2 (intervals need repeats).")
-        return spec
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check(self) -> None:
+        self.concepts = tuple(self.concepts)
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"concepts.test_fraction is {self.test_fraction}; use a value in (0, 1).")
+        if self.n_splits < 2:
+            raise ValueError(f"concepts.n_splits is {self.n_splits}; use at least 2 (intervals need repeats).")
 
 
 def resolve_layer(layer: int | None, n_layers: int) -> int:

@@ -89,18 +89,18 @@ def check_seq_len(seq_len: int, max_positions: Mapping[str, int | None]) -> None
             )
 
 
-def check_subset(corpus: Mapping[str, Any], section: str, settings: Mapping[str, Any] | None) -> None:
-    """A study that reads the first ``n_sequences`` x ``seq_len`` corpus tokens (e.g.
-    ``self_repair``) must not ask for more than the corpus has: it would silently use fewer."""
-    if not settings:
-        return
+def subset_warnings(corpus: Mapping[str, Any], section: str, settings: Mapping[str, Any] | None) -> list[str]:
+    """A study that reads at most the first ``n_sequences`` x ``seq_len`` corpus tokens
+    (``self_repair``) and asks for more than the corpus has uses only what there is; say
+    so when the DAG is built (one line per key), so that an overlay meant for a larger
+    corpus does not run on a smaller one unnoticed."""
+    out = []
     for key in ("n_sequences", "seq_len"):
-        want, have = settings.get(key), corpus.get(key)
+        want, have = (settings or {}).get(key), corpus.get(key)
         if want is not None and have is not None and int(want) > int(have):
-            raise ConfigError(
-                f"{section}.{key} is {want} but corpus.{key} is {have}; the study uses the first corpus "
-                f"tokens, so set {section}.{key} <= {have} or raise corpus.{key} (config/full.yaml: 16 x 128)."
-            )
+            out.append(f"{section}.{key} is {want} but corpus.{key} is {have}: {section} uses the {have} there "
+                       f"are (raise corpus.{key} for more, e.g. config/full.yaml: 16 x 128).")
+    return out
 
 
 def check_corpus_source(corpus: Mapping[str, Any]) -> None:

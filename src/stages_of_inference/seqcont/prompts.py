@@ -37,10 +37,13 @@ candidates survive each step.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+
+from ..core.settings import Settings
 
 FAMILIES = {
     "digits": [str(i) for i in range(1, 13)],
@@ -85,8 +88,10 @@ def task_parts(task: str) -> tuple[str, str]:
 
 
 @dataclass
-class SeqcontSpec:
+class SeqcontSpec(Settings):
     """The ``seqcont:`` config section (documented in config/schema.yaml)."""
+
+    section: ClassVar[str] = "seqcont"
 
     tasks: list[str] = field(default_factory=lambda: list(FAMILIES))
     circuit_tasks: list[str] = field(default_factory=lambda: list(FAMILIES))
@@ -98,23 +103,13 @@ class SeqcontSpec:
     n_orders: int = 1
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, entry: dict | None) -> "SeqcontSpec":
-        entry = dict(entry or {})
-        unknown = set(entry) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"Unknown seqcont keys: {sorted(unknown)}")
-        spec = cls(**entry)
-        for task in [*spec.tasks, *spec.circuit_tasks]:
+    def check(self) -> None:
+        for task in [*self.tasks, *self.circuit_tasks]:
             task_parts(task)
-        if spec.corruption not in CORRUPTIONS:
-            raise ValueError(f"seqcont.corruption is {spec.corruption!r}; use {' or '.join(CORRUPTIONS)}.")
-        if spec.n_items < 2:
-            raise ValueError("seqcont.n_items must be at least 2.")
-        return spec
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        if self.corruption not in CORRUPTIONS:
+            raise ValueError(f"seqcont.corruption is {self.corruption!r}; use {' or '.join(CORRUPTIONS)}.")
+        if self.n_items < 2:
+            raise ValueError(f"seqcont.n_items is {self.n_items}; use at least 2.")
 
 
 # --------------------------------------------------------------------------------------
