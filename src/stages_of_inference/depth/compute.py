@@ -28,7 +28,7 @@ import logging
 import numpy as np
 import torch
 
-from ..core.metrics import entropy_bits, log_probs
+from ..core.metrics import by_row_blocks, entropy_bits, log_probs
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +79,13 @@ def lens_stats(lens_logits: torch.Tensor, final_lp: torch.Tensor,
     """KL(P_final || P_lens) in nats and entropy of P_lens in bits, each ``[...]``.
 
     On the CPU the rows are taken a few at a time (``block_bytes`` of logits per block,
-    as :func:`~stages_of_inference.core.metrics.metrics_kernel_blocked`): every pass over
-    the vocabulary then reads the CPU cache instead of memory, about 3x faster for
-    SmolLM2 on a 2-core CPU, bit for bit the same numbers (each row is reduced on its
-    own). ``block_bytes=None`` (and any GPU tensor) takes all rows at once.
+    :func:`~stages_of_inference.core.metrics.by_row_blocks`, as for the intervention
+    metrics): every pass over the vocabulary then reads the CPU cache instead of memory,
+    about 3x faster for SmolLM2 on a 2-core CPU, bit for bit the same numbers.
+    ``block_bytes=None`` (and any GPU tensor) takes all rows at once.
     """
     if block_bytes is not None and lens_logits.device.type == "cpu" and lens_logits.dim() > 1:
-        vocab = lens_logits.shape[-1]
-        shape = lens_logits.shape[:-1]
-        logits, final = lens_logits.reshape(-1, vocab), final_lp.reshape(-1, vocab)
-        rows = max(1, block_bytes // (4 * vocab))
-        kl = torch.empty(logits.shape[0], dtype=torch.float32)
-        entropy = torch.empty(logits.shape[0], dtype=torch.float32)
-        for start in range(0, logits.shape[0], rows):
-            block = slice(start, start + rows)
-            kl[block], entropy[block] = lens_stats(logits[block], final[block], None)
-        return kl.reshape(shape), entropy.reshape(shape)
+        return by_row_blocks(lambda x, f: lens_stats(x, f, None), (lens_logits, final_lp), (), block_bytes)
     lp = log_probs(lens_logits)
     kl = (final_lp.exp() * (final_lp - lp)).sum(-1).clamp(min=0.0)
     return kl, entropy_bits(lp)
