@@ -10,6 +10,7 @@ def test_tiny_workflow_builds_seqcont_targets(tiny_run):
     for target in TARGETS:
         pdf = tmp_path / target
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000, target
+    n_solved = 0
     for model, n_layers in (("tiny-llama", 4), ("tiny-gpt2", 3), ("tiny-neox", 3)):
         res = tmp_path / "results" / model
         counts = pd.read_parquet(res / "seqcont_counts.parquet").set_index("task")
@@ -24,8 +25,11 @@ def test_tiny_workflow_builds_seqcont_targets(tiny_run):
         assert set(circuits["order"]) == {0, 1} and len(circuits) == 2 * n_layers * 5
         summary = pd.read_parquet(res / "seqcont_circuit_summary.parquet")
         solved = summary[summary["solved"]]
-        assert (solved["recheck_score_pct"] - solved["final_score_pct"]).abs().max() < 1e-3 if len(solved) else True
+        n_solved += len(solved)
+        assert ((solved["recheck_score_pct"] - solved["final_score_pct"]).abs() < 1e-3).all()
         assert (solved["final_score_pct"] >= 80 - 1e-6).all()
+        assert summary.loc[~summary["solved"], "final_score_pct"].isna().all()  # no circuit, no score
         successor = pd.read_parquet(res / "seqcont_successor.parquet")
         assert set(successor["family"]) == {"digits"} and len(successor) == n_layers * 4
         assert successor["successor_score"].between(0, 1).all()
+    assert n_solved >= 1  # some random model has a positive clean logit difference: the checks above ran
