@@ -39,12 +39,16 @@ if checks.replaces_default_config(workflow.overwrite_configfiles):
     if workflow.configfiles:
         logger.info("config/config.yaml is replaced, not extended: a --configfile lists models.")
 
+# Mistakes end the run here, in one line naming the key and the file that sets it.
 SCHEMA = os.path.join(workflow.basedir, "config/schema.yaml")
 with open(SCHEMA) as _schema:
-    config_check(checks.check_keys, config, yaml.safe_load(_schema))
+    _SCHEMA = yaml.safe_load(_schema)
+_SOURCES = checks.config_sources(workflow)
+config_check(checks.check_keys, config, _SCHEMA, _SOURCES)
+config_check(checks.check_schema, config, _SCHEMA, _SOURCES)
 
 
-validate(config, SCHEMA)
+validate(config, SCHEMA)  # fills in the schema's defaults
 config_check(checks.check_corpus_source, config["corpus"])  # more checks in common.smk
 
 

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from stages_of_inference.core.engine import ATTN_IMPLEMENTATIONS, Sweep, block_order, layers_for, plain_model
+from stages_of_inference.core.engine import ATTN_IMPLEMENTATIONS, Engine as Sweep, block_order, layers_for, plain_model
 from stages_of_inference.robustness.compute import run_sweep
 from stages_of_inference.core.metrics import METRIC_COLUMNS, entropy_bits, kl_nats, log_probs
 
@@ -71,12 +71,12 @@ def test_interventions_match_hand_edited_hf(tiny_pair, ids, kind, attn):
             assert (got - base).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "bridge"])
+@pytest.mark.parametrize("attn", ATTN_IMPLEMENTATIONS)
 def test_run_sweep_metrics_match_hand_computation(tiny_pair, ids, attn):
     hf, bridge, arch = tiny_pair
     n = bridge.cfg.n_layers
     jobs = [("drop", 1), ("swap", 2)]
-    df = run_sweep(bridge, ids, jobs, batch_size=2, first=1, progress=False, attn_implementation=attn)
+    df = run_sweep(Sweep(bridge, attn_implementation=attn), ids, jobs, batch_size=2, first=1, progress=False)
     assert len(df) == len(jobs) * ids.shape[0] * (ids.shape[1] - 1)
     with torch.no_grad():
         base = hf(input_ids=ids, use_cache=False).logits
@@ -119,10 +119,11 @@ def test_plain_model_shares_weights_and_leaves_bridge_alone(tiny_pair, ids):
 
 
 def test_run_sweep_on_plain_transformers_model(tiny_pair, ids):
-    """A transformers model (no bridge, no TransformerLens import needed) gives the same rows."""
+    """A transformers model (no bridge, no TransformerLens import needed) gives the same rows
+    as the bridge's unwrapped modules with eager attention."""
     hf, bridge, arch = tiny_pair
     jobs = [("drop", 0), ("swap", 1), ("drop", 3)]
-    a = run_sweep(bridge, ids, jobs, batch_size=3, progress=False, attn_implementation="bridge")
+    a = run_sweep(Sweep(bridge, attn_implementation="eager"), ids, jobs, batch_size=3, progress=False)
     b = run_sweep(hf, ids, jobs, batch_size=2, progress=False)
     assert list(b.columns) == ["kind", "layer", "seq", "pos", *METRIC_COLUMNS]
     assert str(b.kind.dtype) == "category" and b.layer.dtype == "int32" and b.kl.dtype == "float32"
@@ -153,7 +154,7 @@ def test_out_of_memory_halves_the_batch(tiny_pair, ids, monkeypatch, caplog):
     got = run_sweep(hf, ids, jobs, batch_size=3, progress=False)
     assert sizes == [3, 1, 1, 1]
     torch.testing.assert_close(torch.tensor(got.kl.values), torch.tensor(want.kl.values), atol=1e-5, rtol=1e-4)
-    assert "retrying with batch_size=1" in caplog.text
+    assert "retrying with batch size 1" in caplog.text
 
 
 def test_blocked_metrics_equal_whole_tensor_metrics():

@@ -2,23 +2,25 @@
 # heads and predicting the suffix "-ing".
 # Analysis rules load the model and write tidy tables under results/{model}/; the figure
 # rules only read those tables.
-
-CASESTUDIES = config.get("casestudies", {})
+SUBJOINER = config["casestudies"]["subjoiner"]
+ING = config["casestudies"]["ing"]
 
 
 rule subjoiner:
     """Multi- vs single-token word prompts from the corpus; every head's sub-joiner score;
     the top head's attention rows for random sample prompts."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
     output:
         prompts="results/{model}/subjoiner_prompts.parquet",
         scores="results/{model}/subjoiner_scores.parquet",
         examples="results/{model}/subjoiner_examples.parquet",
     params:
         corpus=config["corpus"],
-        subjoiner=CASESTUDIES.get("subjoiner", {}),
-        runtime=RUNTIME,
+        settings=pick(SUBJOINER, "context_tokens", "n_prompts", "max_subtokens", "max_per_word", "n_examples",
+                      "show_positions", "seed"),
+        code=code("subjoiner"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
@@ -38,14 +40,15 @@ rule ing_neurons:
     selected prediction/suppression neurons; vocabulary cosines of the top two. Neuron
     types (skew, kurtosis) come from the neurons rule."""
     input:
-        model="results/models/{model}/manifest.json",
-        moments="results/{model}/neurons.parquet",
+        manifest="results/models/{model}/manifest.json",
+        neurons="results/{model}/neurons.parquet",
     output:
-        neurons="results/{model}/ing_neurons.parquet",
+        ing_neurons="results/{model}/ing_neurons.parquet",
         vocab="results/{model}/ing_vocab.parquet",
     params:
-        ing=CASESTUDIES.get("ing", {}),
-        runtime=RUNTIME,
+        settings=pick(ING, "n_neurons", "require_type"),
+        code=code("ing_neurons"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
@@ -64,15 +67,16 @@ rule ing_activations:
     """Balanced -ing / non-ing next-token prompts with a held-out split, the model's own
     top-1 predictions, and the selected neurons' activations at the last position."""
     input:
-        model="results/models/{model}/manifest.json",
-        neurons="results/{model}/ing_neurons.parquet",
+        manifest="results/models/{model}/manifest.json",
+        ing_neurons="results/{model}/ing_neurons.parquet",
     output:
         prompts="results/{model}/ing_prompts.parquet",
         activations="results/{model}/ing_activations.parquet",
     params:
         corpus=config["corpus"],
-        ing=CASESTUDIES.get("ing", {}),
-        runtime=RUNTIME,
+        settings=pick(ING, "context_tokens", "n_prompts", "max_per_word", "test_fraction", "min_prompts", "seed"),
+        code=code("ing_activations"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
@@ -93,11 +97,12 @@ rule ing_probes:
     input:
         prompts="results/{model}/ing_prompts.parquet",
         activations="results/{model}/ing_activations.parquet",
-        neurons="results/{model}/ing_neurons.parquet",
+        ing_neurons="results/{model}/ing_neurons.parquet",
     output:
         "results/{model}/ing_probes.parquet",
     params:
-        ing=CASESTUDIES.get("ing", {}),
+        settings=pick(ING, "seed"),
+        code=code("ing_probes"),
     log:
         "logs/ing_probes/{model}.log",
     benchmark:
@@ -108,7 +113,7 @@ rule ing_probes:
         "../scripts/ing_probes.py"
 
 
-rule fig9:
+rule plot_fig9:
     """Figure 9: sub-joiner score map and the top head's attention rows, per model."""
     input:
         scores=expand("results/{model}/subjoiner_scores.parquet", model=MODELS),
@@ -117,17 +122,18 @@ rule fig9:
         report("figures/fig9.pdf", caption="../report/fig9.rst", category="Figure 9: sub-joiner heads"),
     params:
         models=list(MODELS),
+        code=code("plot_fig9"),
     log:
-        "logs/figures/fig9.log",
+        "logs/plot_fig9.log",
     benchmark:
-        "results/benchmarks/figures/fig9.tsv"
+        "results/benchmarks/plot_fig9.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/fig9.py"
+        "../scripts/plot_fig9.py"
 
 
-rule fig10:
+rule plot_fig10:
     """Figure 10: -ing probes vs the model's accuracy; vocabulary histograms of the top
     prediction and suppression neurons."""
     input:
@@ -137,11 +143,12 @@ rule fig10:
         report("figures/fig10.pdf", caption="../report/fig10.rst", category="Figure 10: predicting -ing"),
     params:
         models=list(MODELS),
+        code=code("plot_fig10"),
     log:
-        "logs/figures/fig10.log",
+        "logs/plot_fig10.log",
     benchmark:
-        "results/benchmarks/figures/fig10.tsv"
+        "results/benchmarks/plot_fig10.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/fig10.py"
+        "../scripts/plot_fig10.py"

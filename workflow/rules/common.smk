@@ -1,43 +1,77 @@
-# Conventions, kept by every rule in workflow/rules/*.smk so that `snakemake --lint`
-# stays clean (tests/test_workflow.py checks it)
-# - log: "logs/<rule>/{model}.log" (per-model rules) or "logs/figures/<rule>.log", and the
-#   script calls setup_logging(snakemake.log[0]) first;
-# - benchmark: "results/benchmarks/<rule>/{model}.tsv" (or .../figures/<rule>.tsv);
-# - conda: CONDA_ENV (one environment for the whole package, workflow/envs/stages.yaml;
-#   add a new third-party dependency there and to pyproject.toml);
-# - script: "../scripts/<rule>.py", a thin script calling <study>/rules.py;
-# - threads: RUNTIME["threads"] and resources: gpu=GPU on rules that run a model;
+# Conventions, kept by every rule in workflow/rules/*.smk (tests/test_workflow.py and
+# tests/test_rules.py check them; `snakemake --lint` stays clean).
+#
+# Names: one name for one thing, from config key to rule, script, function, file and column.
+# - A rule that computes per-model results is named after its main output under
+#   results/{model}/ (`layer_stats` writes layer_stats.parquet and layer_stats_tokens.parquet;
+#   `self_repair` writes self_repair*.parquet); a per-token table is <name>_tokens.parquet next
+#   to its summary <name>.parquet.
+# - A rule that draws figures/<name>.pdf is `plot_<name>` (plot_fig3, plot_self_repair); a rule
+#   that writes a table figures/<name>.{md,csv} is `<name>` (table_robustness, table2).
+# - Its script is workflow/scripts/<rule>.py, a paragraph: `with job(snakemake) as runtime:`
+#   and one call of <study>.rules.<rule>(...) whose keyword names are the rule's input,
+#   output (out_<name>), params and wildcard names.
+# - log: logs/<rule>/{model}.log (per model) or logs/<rule>.log; benchmark: the same path
+#   under results/benchmarks/ with .tsv.
+# - A study's config section reaches its function as `settings` (a model's spec as `spec`).
+#
+# Params hold exactly what the outputs depend on, so that a change reruns exactly the jobs
+# it affects (tests/test_rules.py):
+# - code=code("<rule>"): a digest of the package source the rule's script can run
+#   (core/digest.py); editing a study's compute.py reruns that study's jobs, nothing else;
+# - numerics=NUMERICS on rules that run a model (dtype, matmul_precision change numbers);
+# - settings=pick(<section>, keys...): only the config keys the rule's outputs depend on. Keys
+#   that cannot change a result (runtime.device/threads/compile/attn_implementation, batch
+#   sizes) are read by the script from snakemake.config and are never params; figure-only
+#   keys are params of the figure rule only;
+# - no absolute path: a copied or moved project reruns nothing.
+#
+# Other conventions:
+# - conda: CONDA_ENV (one environment for the package, workflow/envs/stages.yaml);
+# - threads: RUNTIME["threads"] and resources: gpu=GPU on every rule that runs a model (the
+#   SLURM profile has a set-resources entry for each; tests/test_slurm_profile.py);
 # - priority: PRIORITY[<rule>] for the rules listed in PRIORITY;
-# - no absolute paths, no environment variables read in rules files (PYTHONPATH is set
-#   and declared with envvars: in the Snakefile);
 # - figures and tables: output wrapped in report(..., caption="../report/<name>.rst",
-#   category=...), and every figure/table added to ALL_TARGETS below; per-model tables
-#   the README tells users to open go to ALL_TARGETS too (MODEL_TABLES);
-# - input functions and other helpers live here (or in the package), never in a file
-#   with rules ("Mixed rules and functions" lint; it also fires on a comment line with
-#   the word rule, a space and later a colon).
-from stages_of_inference.core.models import ModelSpec, job_gpus, max_positions, n_layers  # noqa: E402
+#   category=...), and every figure/table in ALL_TARGETS below; per-model tables users open
+#   are in MODEL_TABLES;
+# - input functions and other helpers live here (or in the package), never in a file with
+#   rules ("Mixed rules and functions" lint; it also fires on a comment line with the word
+#   rule, a space and later a colon).
+from stages_of_inference.core.digest import code_digest  # noqa: E402
+from stages_of_inference.core.models import ModelSpec, job_gpus, model_shape  # noqa: E402
 from stages_of_inference.robustness.rules import chunk_layers, chunk_name  # noqa: E402
 
 CONDA_ENV = "../envs/stages.yaml"  # relative to workflow/rules/
 MODELS = {name: ModelSpec.from_config(name, entry) for name, entry in config["models"].items()}
-N_LAYERS = {name: n_layers(spec) for name, spec in MODELS.items()}
+SHAPES = {name: config_check(model_shape, spec) for name, spec in MODELS.items()}
+N_LAYERS = {name: shape.n_layers for name, shape in SHAPES.items()}
 KINDS = config["interventions"]["kinds"]
 RUNTIME = config["runtime"]
+# Settings that change a model's numbers beyond rounding: a param of every model rule.
+NUMERICS = {key: RUNTIME[key] for key in ("dtype", "matmul_precision")}
 # GPUs per model-running job, from runtime.device (auto: is an NVIDIA driver present?)
 GPU = job_gpus(RUNTIME["device"])
 # Scheduling: jobs that unblock others or run longest start first (`priority:`), so that
-# on a few cores the last minutes are not one long job running alone (the default run
-# on 2 cores ended with seqcont_circuits alone for 70 s before this).
-PRIORITY = {"tokenize": 100, "seqcont_prompts": 100, "intervene": 50, "seqcont_circuits": 50,
-            "neurons": 45, "ing_neurons": 45, "ing_activations": 40, "self_repair": 40, "extract": 40,
-            "seqcont_effects": 30, "subjoiner": 30}
+# on a few cores the last minutes are not one long job running alone.
+PRIORITY = {"corpus": 100, "seqcont_prompts": 100, "interventions_chunk": 50, "seqcont_circuits": 50,
+            "neurons": 45, "ing_neurons": 45, "ing_activations": 40, "self_repair": 40, "layer_stats": 40,
+            "seqcont_components": 30, "subjoiner": 30}
 
-# Checked when the DAG is built, not inside a job minutes later.
-config_check(checks.check_seq_len, config["corpus"]["seq_len"],
-             {name: max_positions(spec) for name, spec in MODELS.items()})
+# Checked when the DAG is built, not inside a job minutes later (one line each).
+config_check(checks.check_against_shapes, config, SHAPES)
+config_check(checks.check_device, RUNTIME["device"], workflow)
 for _warning in checks.subset_warnings(config["corpus"], "self_repair", config.get("self_repair")):
-    print(f"Config warning: {_warning}", file=sys.stderr)
+    checks.warn_once(_warning)
+
+
+def code(script):
+    """Digest of the package source that workflow/scripts/<script>.py can run."""
+    return code_digest(os.path.join(workflow.basedir, "workflow", "scripts", f"{script}.py"))
+
+
+def pick(section, *keys):
+    """The keys of a config section that a rule's outputs depend on (its params)."""
+    return {key: section[key] for key in keys if key in section}
 
 
 def chunks(model, kind):
@@ -61,10 +95,10 @@ wildcard_constraints:
     chunk=r"\d{3}-\d{3}",
 
 
-# The per-model tables the README tells users to open (results/{model}/...).
+# The per-model tables users open (results/{model}/...).
 MODEL_TABLES = [
     "interventions.parquet",
-    "interventions_summary.parquet",
+    "interventions_tokens.parquet",
     "layer_stats.parquet",
     "layer_stats_tokens.parquet",
     "neurons.parquet",
@@ -97,14 +131,15 @@ ALL_TARGETS = [
 ]
 
 
-# The concepts study's stimulus files (workflow/rules/concepts.smk)
-CONCEPTS = config.get("concepts", {})
-CONCEPT_STIMULI = os.path.join(workflow.basedir, CONCEPTS.get("stimuli", "workflow/resources/concepts"))
+# The concepts study's stimulus files, relative to the working directory (no absolute
+# path: a moved project keeps its inputs' names).
+CONCEPTS = config["concepts"]
+CONCEPT_STIMULI = os.path.relpath(os.path.join(workflow.basedir, CONCEPTS["stimuli"]))
 
 
 def concept_stimulus_files(wildcards):
     return [
         os.path.join(CONCEPT_STIMULI, f"{concept}_{side}.txt")
-        for concept in CONCEPTS.get("concepts", ["success", "danger"])
+        for concept in CONCEPTS["concepts"]
         for side in ("positive", "negative")
     ]

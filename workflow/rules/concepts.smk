@@ -1,13 +1,15 @@
 # Concept features (study: SAE + RSA feature selection; seed: sae-rsa-concept-features).
-# concept_activations runs the model once per model (corpus tokens for the SAE, stimulus
+# concept_stimuli runs the model once per model (corpus tokens for the SAE, stimulus
 # sentences); concept_sae trains the SAE; concept_probes selects features and fits probes;
 # the figure rules only read the tables.
+SAE = CONCEPTS["sae"]
 
-rule concept_activations:
+
+rule concept_stimuli:
     """Residual stream entering concepts.layer (default the middle block): corpus tokens
     for SAE training and the first concepts.window tokens of every stimulus sentence."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
         stimuli=concept_stimulus_files,
     output:
         residuals=temp("results/{model}/concept_residuals.safetensors"),
@@ -15,20 +17,21 @@ rule concept_activations:
         sentences="results/{model}/concept_sentences.parquet",
     params:
         corpus=config["corpus"],
-        concepts=CONCEPTS,
-        runtime=RUNTIME,
-        stimuli=CONCEPT_STIMULI,
+        settings={**pick(CONCEPTS, "concepts", "layer", "window"),
+                  "sae": pick(SAE, "n_sequences", "seq_len", "corpus_seed")},
+        code=code("concept_stimuli"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
     log:
-        "logs/concept_activations/{model}.log",
+        "logs/concept_stimuli/{model}.log",
     benchmark:
-        "results/benchmarks/concept_activations/{model}.tsv"
+        "results/benchmarks/concept_stimuli/{model}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/concept_activations.py"
+        "../scripts/concept_stimuli.py"
 
 
 rule concept_sae:
@@ -43,8 +46,9 @@ rule concept_sae:
         quality="results/{model}/concept_sae.parquet",
         features="results/{model}/concept_sae_features.parquet",
     params:
-        concepts=CONCEPTS,
-        runtime=RUNTIME,
+        settings={"sae": pick(SAE, "expansion", "kind", "k", "l1_coeff", "aux_k", "dead_tokens", "epochs",
+                              "batch_size_tokens", "lr", "outlier_norm", "holdout_fraction", "seed")},
+        code=code("concept_sae"),
     threads: RUNTIME["threads"]
     log:
         "logs/concept_sae/{model}.log",
@@ -69,8 +73,8 @@ rule concept_probes:
         methods="results/{model}/concept_methods.parquet",
         findings="results/{model}/concept_findings.parquet",
     params:
-        concepts=CONCEPTS,
-        runtime=RUNTIME,
+        settings=pick(CONCEPTS, "concepts", "top_k", "n_splits", "test_fraction", "C", "seed"),
+        code=code("concept_probes"),
     threads: RUNTIME["threads"]
     log:
         "logs/concept_probes/{model}.log",
@@ -82,7 +86,7 @@ rule concept_probes:
         "../scripts/concept_probes.py"
 
 
-rule fig_sae_training:
+rule plot_sae_training:
     """SAE training curves and quality, per model."""
     input:
         training=expand("results/{model}/concept_sae_training.parquet", model=MODELS),
@@ -92,17 +96,18 @@ rule fig_sae_training:
         report("figures/sae_training.pdf", caption="../report/sae_training.rst", category="Concept features"),
     params:
         models=list(MODELS),
+        code=code("plot_sae_training"),
     log:
-        "logs/figures/sae_training.log",
+        "logs/plot_sae_training.log",
     benchmark:
-        "results/benchmarks/figures/sae_training.tsv"
+        "results/benchmarks/plot_sae_training.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/fig_sae_training.py"
+        "../scripts/plot_sae_training.py"
 
 
-rule fig_concept_methods:
+rule plot_concept_methods:
     """Held-out accuracy of every selection method and feature space, per concept and model."""
     input:
         methods=expand("results/{model}/concept_methods.parquet", model=MODELS),
@@ -111,11 +116,12 @@ rule fig_concept_methods:
         report("figures/concept_methods.pdf", caption="../report/concept_methods.rst", category="Concept features"),
     params:
         models=list(MODELS),
+        code=code("plot_concept_methods"),
     log:
-        "logs/figures/concept_methods.log",
+        "logs/plot_concept_methods.log",
     benchmark:
-        "results/benchmarks/figures/concept_methods.tsv"
+        "results/benchmarks/plot_concept_methods.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/fig_concept_methods.py"
+        "../scripts/plot_concept_methods.py"

@@ -1,18 +1,19 @@
-rule tokenize:
+rule corpus:
     """Seeded fixed-length token sequences from the configured corpus, recorded."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
     output:
-        tokens="results/{model}/tokens.pt",
-        record="results/{model}/tokens.json",
+        corpus="results/{model}/corpus.pt",
+        record="results/{model}/corpus.json",
     params:
         corpus=config["corpus"],
-    priority: PRIORITY["tokenize"]
+        code=code("corpus"),
+    priority: PRIORITY["corpus"]
     log:
-        "logs/tokenize/{model}.log",
+        "logs/corpus/{model}.log",
     benchmark:
-        "results/benchmarks/tokenize/{model}.tsv"
+        "results/benchmarks/corpus/{model}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/tokenize.py"
+        "../scripts/corpus.py"

@@ -1,46 +1,47 @@
 # The depth study (src/stages_of_inference/depth/), Figures 4-8 and Table 2: one hooked
-# pass per model (extract), the weights alone (neurons), and figure rules that only read
-# tables.
+# pass per model (layer_stats), the weights alone (neurons), and figure rules that only
+# read tables.
 
 
-rule extract:
+rule layer_stats:
     """Per-layer statistics in one streamed forward pass with hooks: attention to the
     previous five tokens, attention/MLP write norms, logit-lens KL and entropy."""
     input:
-        model="results/models/{model}/manifest.json",
-        tokens="results/{model}/tokens.pt",
-        record="results/{model}/tokens.json",
+        manifest="results/models/{model}/manifest.json",
+        corpus="results/{model}/corpus.pt",
+        record="results/{model}/corpus.json",
     output:
-        tokens="results/{model}/layer_stats_tokens.parquet",
         summary="results/{model}/layer_stats.parquet",
+        tokens="results/{model}/layer_stats_tokens.parquet",
     params:
-        runtime=RUNTIME,
-        batch_size=config["interventions"]["batch_size"],
+        code=code("layer_stats"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
-    priority: PRIORITY["extract"]
+    priority: PRIORITY["layer_stats"]
     log:
-        "logs/extract/{model}.log",
+        "logs/layer_stats/{model}.log",
     benchmark:
-        "results/benchmarks/extract/{model}.tsv"
+        "results/benchmarks/layer_stats/{model}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/extract.py"
+        "../scripts/layer_stats.py"
 
 
 rule neurons:
     """Prediction / suppression neurons from the folded weights (no forward pass), and
     the model's row of Table 2."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
     output:
         neurons="results/{model}/neurons.parquet",
         info="results/{model}/model_info.json",
     params:
         spec=lambda wc: config["models"][wc.model],
-        runtime=RUNTIME,
+        code=code("neurons"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
@@ -63,13 +64,13 @@ DEPTH_FIGURES = {
     8: "Figure 8: logit-lens entropy",
 }
 
-# fig4 ... fig8: one line per model against relative depth; Figure 6 also reads the
-# neuron tables.
+# plot_fig4 ... plot_fig8: one line per model against relative depth; Figure 6 also reads
+# the neuron tables.
 for _n, _title in DEPTH_FIGURES.items():
 
     rule:
         name:
-            f"fig{_n}"
+            f"plot_fig{_n}"
         input:
             summaries=expand("results/{model}/layer_stats.parquet", model=MODELS),
             neurons=expand("results/{model}/neurons.parquet", model=MODELS) if _n == 6 else [],
@@ -77,14 +78,15 @@ for _n, _title in DEPTH_FIGURES.items():
             report(f"figures/fig{_n}.pdf", caption=f"../report/fig{_n}.rst", category=_title),
         params:
             number=_n,
+            code=code("plot_depth"),
         log:
-            f"logs/figures/fig{_n}.log",
+            f"logs/plot_fig{_n}.log",
         benchmark:
-            f"results/benchmarks/figures/fig{_n}.tsv"
+            f"results/benchmarks/plot_fig{_n}.tsv"
         conda:
             CONDA_ENV
         script:
-            "../scripts/fig_depth.py"
+            "../scripts/plot_depth.py"
 
 
 rule table2:
@@ -94,10 +96,12 @@ rule table2:
     output:
         csv=report("figures/table2.csv", caption="../report/table2.rst", category="Table 2: the models"),
         md="figures/table2.md",
+    params:
+        code=code("table2"),
     log:
-        "logs/figures/table2.log",
+        "logs/table2.log",
     benchmark:
-        "results/benchmarks/figures/table2.tsv"
+        "results/benchmarks/table2.tsv"
     conda:
         CONDA_ENV
     script:

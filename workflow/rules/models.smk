@@ -1,10 +1,11 @@
 rule prepare_model:
-    """Materialise a model once (dequantize the embedded GGUF, build random weights, or
+    """Materialise a model once (dequantize an embedded GGUF, build random weights, or
     check the Hugging Face cache) and write its manifest."""
     output:
         "results/models/{model}/manifest.json",
     params:
         spec=lambda wc: config["models"][wc.model],
+        code=code("prepare_model"),
     log:
         "logs/prepare_model/{model}.log",
     benchmark:

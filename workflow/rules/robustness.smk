@@ -1,75 +1,78 @@
 # The robustness study (src/stages_of_inference/robustness/): drop or swap every layer in
-# chunks of layers, aggregate, Figure 3 and the accuracy-retained table.
+# chunks of layers, gather them, Figure 3 and the accuracy-retained table.
 
 
-rule intervene:
+rule interventions_chunk:
     """Drop or swap every layer of a chunk; one baseline pass per batch, prefix-cached."""
     input:
-        model="results/models/{model}/manifest.json",
-        tokens="results/{model}/tokens.pt",
-        record="results/{model}/tokens.json",
+        manifest="results/models/{model}/manifest.json",
+        corpus="results/{model}/corpus.pt",
+        record="results/{model}/corpus.json",
     output:
         "results/{model}/interventions/{kind}/{chunk}.parquet",
     params:
-        runtime=RUNTIME,
-        batch_size=config["interventions"]["batch_size"],
+        code=code("interventions_chunk"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
-    priority: PRIORITY["intervene"]
+    priority: PRIORITY["interventions_chunk"]
     log:
-        "logs/intervene/{model}/{kind}/{chunk}.log",
+        "logs/interventions_chunk/{model}/{kind}/{chunk}.log",
     benchmark:
-        "results/benchmarks/intervene/{model}/{kind}/{chunk}.tsv"
+        "results/benchmarks/interventions_chunk/{model}/{kind}/{chunk}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/intervene.py"
+        "../scripts/interventions_chunk.py"
 
 
-rule aggregate:
-    """All chunks of a model: per-token table and per-(kind, layer) mean and SE."""
+rule interventions:
+    """All chunks of a model: per-(kind, layer) mean and SE, and the per-token table."""
     input:
         chunk_files,
     output:
-        tokens="results/{model}/interventions.parquet",
-        summary="results/{model}/interventions_summary.parquet",
+        summary="results/{model}/interventions.parquet",
+        tokens="results/{model}/interventions_tokens.parquet",
     params:
         n_layers=lambda wc: N_LAYERS[wc.model],
+        code=code("interventions"),
     log:
-        "logs/aggregate/{model}.log",
+        "logs/interventions/{model}.log",
     benchmark:
-        "results/benchmarks/aggregate/{model}.tsv"
+        "results/benchmarks/interventions/{model}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/aggregate.py"
+        "../scripts/interventions.py"
 
 
-rule fig3:
+rule plot_fig3:
     """Figure 3: swap (top) and drop (bottom); KL, top-1 agreement, Δentropy."""
     input:
-        expand("results/{model}/interventions_summary.parquet", model=MODELS),
+        expand("results/{model}/interventions.parquet", model=MODELS),
     output:
         report(
             "figures/fig3.pdf",
             caption="../report/fig3.rst",
             category="Figure 3: layer drop and swap",
         ),
+    params:
+        code=code("plot_fig3"),
     log:
-        "logs/figures/fig3.log",
+        "logs/plot_fig3.log",
     benchmark:
-        "results/benchmarks/figures/fig3.tsv"
+        "results/benchmarks/plot_fig3.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/fig3.py"
+        "../scripts/plot_fig3.py"
 
 
 rule table_robustness:
     """Headline table: fraction of baseline accuracy retained per model and intervention."""
     input:
-        expand("results/{model}/interventions_summary.parquet", model=MODELS),
+        expand("results/{model}/interventions.parquet", model=MODELS),
     output:
         csv=report(
             "figures/table_robustness.csv",
@@ -77,10 +80,12 @@ rule table_robustness:
             category="Table: accuracy retained",
         ),
         md="figures/table_robustness.md",
+    params:
+        code=code("table_robustness"),
     log:
-        "logs/figures/table_robustness.log",
+        "logs/table_robustness.log",
     benchmark:
-        "results/benchmarks/figures/table_robustness.tsv"
+        "results/benchmarks/table_robustness.tsv"
     conda:
         CONDA_ENV
     script:

@@ -1,22 +1,24 @@
 # Self-repair of ablated attention heads (Rushing & Nanda; config key `self_repair`):
 # one job per model ablates every head (all heads of a layer in one batch, from the cached
-# residual entering the layer); one figure rule draws both figures from the tables.
+# residual entering the layer); two figure rules draw from the tables.
+SELF_REPAIR = config["self_repair"]
 
 
 rule self_repair:
     """Direct effect, total effect, self-repair and its parts (final norm, later attention,
     MLPs) of every head on the corpus tokens; top anti-erasure neurons per head."""
     input:
-        model="results/models/{model}/manifest.json",
-        tokens="results/{model}/tokens.pt",
-        record="results/{model}/tokens.json",
+        manifest="results/models/{model}/manifest.json",
+        corpus="results/{model}/corpus.pt",
+        record="results/{model}/corpus.json",
     output:
         heads="results/{model}/self_repair.parquet",
         tokens="results/{model}/self_repair_tokens.parquet",
         neurons="results/{model}/self_repair_neurons.parquet",
     params:
-        runtime=RUNTIME,
-        settings=config["self_repair"],
+        settings=pick(SELF_REPAIR, "n_sequences", "seq_len", "ablation", "target", "top_fraction", "n_top_neurons"),
+        code=code("self_repair"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
@@ -31,30 +33,40 @@ rule self_repair:
         "../scripts/self_repair.py"
 
 
-rule self_repair_figures:
-    """Self-repair vs direct effect per head and the final norm's share; per-token spread."""
+rule plot_self_repair:
+    """Self-repair vs direct effect per head, its parts against depth, the final norm's share."""
+    input:
+        heads=expand("results/{model}/self_repair.parquet", model=MODELS),
+    output:
+        report("figures/self_repair.pdf", caption="../report/self_repair.rst", category="Self-repair"),
+    params:
+        top_fraction=SELF_REPAIR["top_fraction"],
+        code=code("plot_self_repair"),
+    log:
+        "logs/plot_self_repair.log",
+    benchmark:
+        "results/benchmarks/plot_self_repair.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plot_self_repair.py"
+
+
+rule plot_self_repair_tokens:
+    """Per-token spread of self-repair / direct effect for the heads with the largest DE."""
     input:
         heads=expand("results/{model}/self_repair.parquet", model=MODELS),
         tokens=expand("results/{model}/self_repair_tokens.parquet", model=MODELS),
     output:
-        heads=report(
-            "figures/self_repair.pdf",
-            caption="../report/self_repair.rst",
-            category="Self-repair",
-        ),
-        tokens=report(
-            "figures/self_repair_tokens.pdf",
-            caption="../report/self_repair_tokens.rst",
-            category="Self-repair",
-        ),
+        report("figures/self_repair_tokens.pdf", caption="../report/self_repair_tokens.rst", category="Self-repair"),
     params:
-        top_fraction=config["self_repair"]["top_fraction"],
-        n_heads=config["self_repair"]["figure_heads"],
+        figure_heads=SELF_REPAIR["figure_heads"],
+        code=code("plot_self_repair_tokens"),
     log:
-        "logs/figures/self_repair.log",
+        "logs/plot_self_repair_tokens.log",
     benchmark:
-        "results/benchmarks/figures/self_repair.tsv"
+        "results/benchmarks/plot_self_repair_tokens.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/self_repair_figures.py"
+        "../scripts/plot_self_repair_tokens.py"

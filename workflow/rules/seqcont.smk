@@ -1,9 +1,8 @@
-# Sequence-continuation circuits (issue 11; after Lan, Torr & Barez and their repository
+# Sequence-continuation circuits (after Lan, Torr & Barez and their repository
 # apartresearch/seqcont_circuits): digits, number words, months and weekdays, plain and
 # among random words. Tokenizer-only prompt generation, then two model rules (task metrics
 # + per-component mean ablation + successor scores; circuit discovery), then three figures
 # that only read tables.
-
 SEQCONT = config["seqcont"]
 
 
@@ -11,12 +10,13 @@ rule seqcont_prompts:
     """Seeded task prompts and their matched corrupted prompts; only prompts whose items
     and answer are single tokens for the model's tokenizer, equal length per task."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
     output:
         prompts="results/{model}/seqcont_prompts.parquet",
         counts="results/{model}/seqcont_counts.parquet",
     params:
-        seqcont=SEQCONT,
+        settings=pick(SEQCONT, "tasks", "circuit_tasks", "n_items", "separator", "n_prompts", "corruption", "seed"),
+        code=code("seqcont_prompts"),
     priority: PRIORITY["seqcont_prompts"]
     log:
         "logs/seqcont_prompts/{model}.log",
@@ -28,45 +28,47 @@ rule seqcont_prompts:
         "../scripts/seqcont_prompts.py"
 
 
-rule seqcont_effects:
+rule seqcont_components:
     """Accuracy and logit difference per task; mean ablation of every head and MLP (one
     engine pass per layer, all heads batched); every head's OV successor score."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
         prompts="results/{model}/seqcont_prompts.parquet",
     output:
         tasks="results/{model}/seqcont_tasks.parquet",
         components="results/{model}/seqcont_components.parquet",
         successor="results/{model}/seqcont_successor.parquet",
     params:
-        seqcont=SEQCONT,
-        runtime=RUNTIME,
+        settings=pick(SEQCONT, "tasks"),
+        code=code("seqcont_components"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
-    priority: PRIORITY["seqcont_effects"]
+    priority: PRIORITY["seqcont_components"]
     log:
-        "logs/seqcont_effects/{model}.log",
+        "logs/seqcont_components/{model}.log",
     benchmark:
-        "results/benchmarks/seqcont_effects/{model}.tsv"
+        "results/benchmarks/seqcont_components/{model}.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/seqcont_effects.py"
+        "../scripts/seqcont_components.py"
 
 
 rule seqcont_circuits:
     """Iterative mean-ablation pruning (threshold x clean logit difference) per circuit
     task and seeded removal order; re-check of each circuit."""
     input:
-        model="results/models/{model}/manifest.json",
+        manifest="results/models/{model}/manifest.json",
         prompts="results/{model}/seqcont_prompts.parquet",
     output:
         circuits="results/{model}/seqcont_circuits.parquet",
         summary="results/{model}/seqcont_circuit_summary.parquet",
     params:
-        seqcont=SEQCONT,
-        runtime=RUNTIME,
+        settings=pick(SEQCONT, "circuit_tasks", "threshold", "n_orders"),
+        code=code("seqcont_circuits"),
+        numerics=NUMERICS,
     threads: RUNTIME["threads"]
     resources:
         gpu=GPU,
@@ -88,6 +90,8 @@ rule seqcont_overlap:
         successor="results/{model}/seqcont_successor.parquet",
     output:
         "results/{model}/seqcont_overlap.parquet",
+    params:
+        code=code("seqcont_overlap"),
     log:
         "logs/seqcont_overlap/{model}.log",
     benchmark:
@@ -98,7 +102,7 @@ rule seqcont_overlap:
         "../scripts/seqcont_overlap.py"
 
 
-rule seqcont_fig_tasks:
+rule plot_seqcont_tasks:
     """Accuracy and logit difference per task and model."""
     input:
         tasks=expand("results/{model}/seqcont_tasks.parquet", model=MODELS),
@@ -108,17 +112,18 @@ rule seqcont_fig_tasks:
                category="Sequence-continuation circuits"),
     params:
         models=list(MODELS),
+        code=code("plot_seqcont_tasks"),
     log:
-        "logs/figures/seqcont_tasks.log",
+        "logs/plot_seqcont_tasks.log",
     benchmark:
-        "results/benchmarks/figures/seqcont_tasks.tsv"
+        "results/benchmarks/plot_seqcont_tasks.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/seqcont_fig_tasks.py"
+        "../scripts/plot_seqcont_tasks.py"
 
 
-rule seqcont_fig_heads:
+rule plot_seqcont_heads:
     """Mean-ablation effect map (layer x head, MLP) per task and model."""
     input:
         components=expand("results/{model}/seqcont_components.parquet", model=MODELS),
@@ -127,17 +132,18 @@ rule seqcont_fig_heads:
                category="Sequence-continuation circuits"),
     params:
         models=list(MODELS),
+        code=code("plot_seqcont_heads"),
     log:
-        "logs/figures/seqcont_heads.log",
+        "logs/plot_seqcont_heads.log",
     benchmark:
-        "results/benchmarks/figures/seqcont_heads.tsv"
+        "results/benchmarks/plot_seqcont_heads.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/seqcont_fig_heads.py"
+        "../scripts/plot_seqcont_heads.py"
 
 
-rule seqcont_fig_circuits:
+rule plot_seqcont_circuits:
     """Each task's circuit, the overlap across tasks, successor scores, circuit sizes."""
     input:
         circuits=expand("results/{model}/seqcont_circuits.parquet", model=MODELS),
@@ -149,11 +155,12 @@ rule seqcont_fig_circuits:
                category="Sequence-continuation circuits"),
     params:
         models=list(MODELS),
+        code=code("plot_seqcont_circuits"),
     log:
-        "logs/figures/seqcont_circuits.log",
+        "logs/plot_seqcont_circuits.log",
     benchmark:
-        "results/benchmarks/figures/seqcont_circuits.tsv"
+        "results/benchmarks/plot_seqcont_circuits.tsv"
     conda:
         CONDA_ENV
     script:
-        "../scripts/seqcont_fig_circuits.py"
+        "../scripts/plot_seqcont_circuits.py"

@@ -1,13 +1,13 @@
+from stages_of_inference.core.jobs import job
 from stages_of_inference.casestudies.rules import ing_neurons
-from stages_of_inference.core.io import setup_logging
 
-setup_logging(snakemake.log[0])
-ing_neurons(
-    model=snakemake.wildcards.model,
-    manifest=snakemake.input.model,
-    params=snakemake.params.ing,
-    runtime={**snakemake.params.runtime, "threads": snakemake.threads},
-    out_neurons=snakemake.output.neurons,
-    out_vocab=snakemake.output.vocab,
-    moments_path=snakemake.input.moments,
-)
+with job(snakemake) as runtime:
+    ing_neurons(
+        model=snakemake.wildcards.model,
+        manifest=snakemake.input.manifest,
+        neurons=snakemake.input.neurons,
+        settings=snakemake.config["casestudies"]["ing"],
+        runtime=runtime,
+        out_ing_neurons=snakemake.output.ing_neurons,
+        out_vocab=snakemake.output.vocab,
+    )

@@ -1,12 +1,12 @@
+from stages_of_inference.core.jobs import job
 from stages_of_inference.casestudies.rules import ing_probes
-from stages_of_inference.core.io import setup_logging
 
-setup_logging(snakemake.log[0])
-ing_probes(
-    model=snakemake.wildcards.model,
-    prompts_path=snakemake.input.prompts,
-    activations_path=snakemake.input.activations,
-    neurons_path=snakemake.input.neurons,
-    params=snakemake.params.ing,
-    out=snakemake.output[0],
-)
+with job(snakemake):
+    ing_probes(
+        model=snakemake.wildcards.model,
+        prompts=snakemake.input.prompts,
+        activations=snakemake.input.activations,
+        ing_neurons=snakemake.input.ing_neurons,
+        settings=snakemake.config["casestudies"]["ing"],
+        out=snakemake.output[0],
+    )

@@ -1,5 +1,9 @@
-from stages_of_inference.core.io import setup_logging
-from stages_of_inference.core.rules import prepare
+from stages_of_inference.core.jobs import job
+from stages_of_inference.core.rules import prepare_model
 
-setup_logging(snakemake.log[0])
-prepare(snakemake.wildcards.model, snakemake.params.spec, snakemake.output[0])
+with job(snakemake):
+    prepare_model(
+        model=snakemake.wildcards.model,
+        spec=snakemake.params.spec,
+        out_manifest=snakemake.output[0],
+    )

@@ -1,5 +1,10 @@
-from stages_of_inference.core.io import setup_logging
+from stages_of_inference.core.jobs import job
 from stages_of_inference.seqcont.rules import seqcont_overlap
 
-setup_logging(snakemake.log[0])
-seqcont_overlap(snakemake.wildcards.model, snakemake.input.circuits, snakemake.input.successor, snakemake.output[0])
+with job(snakemake):
+    seqcont_overlap(
+        model=snakemake.wildcards.model,
+        circuits=snakemake.input.circuits,
+        successor=snakemake.input.successor,
+        out=snakemake.output[0],
+    )

@@ -1,14 +1,14 @@
+from stages_of_inference.core.jobs import job
 from stages_of_inference.casestudies.rules import subjoiner
-from stages_of_inference.core.io import setup_logging
 
-setup_logging(snakemake.log[0])
-subjoiner(
-    model=snakemake.wildcards.model,
-    manifest=snakemake.input.model,
-    corpus=snakemake.params.corpus,
-    params=snakemake.params.subjoiner,
-    runtime={**snakemake.params.runtime, "threads": snakemake.threads},
-    out_prompts=snakemake.output.prompts,
-    out_scores=snakemake.output.scores,
-    out_examples=snakemake.output.examples,
-)
+with job(snakemake) as runtime:
+    subjoiner(
+        model=snakemake.wildcards.model,
+        manifest=snakemake.input.manifest,
+        corpus=snakemake.params.corpus,
+        settings=snakemake.config["casestudies"]["subjoiner"],
+        runtime=runtime,
+        out_prompts=snakemake.output.prompts,
+        out_scores=snakemake.output.scores,
+        out_examples=snakemake.output.examples,
+    )

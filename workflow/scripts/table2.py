@@ -1,5 +1,9 @@
+from stages_of_inference.core.jobs import job
 from stages_of_inference.depth.rules import table2
-from stages_of_inference.core.io import setup_logging
 
-setup_logging(snakemake.log[0])
-table2(list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+with job(snakemake):
+    table2(
+        infos=list(snakemake.input),
+        out_csv=snakemake.output.csv,
+        out_md=snakemake.output.md,
+    )

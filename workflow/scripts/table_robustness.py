@@ -1,5 +1,9 @@
-from stages_of_inference.core.io import setup_logging
-from stages_of_inference.robustness.rules import robustness_table
+from stages_of_inference.core.jobs import job
+from stages_of_inference.robustness.rules import table_robustness
 
-setup_logging(snakemake.log[0])
-robustness_table(list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+with job(snakemake):
+    table_robustness(
+        summaries=list(snakemake.input),
+        out_csv=snakemake.output.csv,
+        out_md=snakemake.output.md,
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class CorpusSpec:
     source: str = "embedded"
-    n_sequences: int = 32
+    n_sequences: int = 8
     seq_len: int = 128
     seed: int = 0
     text_field: str = "text"
@@ -144,21 +145,21 @@ def sample_sequences(spec: CorpusSpec, tokenizer):
     return rows, record
 
 
-def train_bytelevel_bpe(vocab_size: int = 1024):
+def train_bytelevel_bpe(vocab_size: int = 1024, folder: str | os.PathLike | None = None):
     """A small GPT-2-style byte-level BPE tokenizer trained on the embedded corpus.
 
     Used by random-weight test models (a small vocabulary keeps them fast) and as the
-    second, byte-level tokenizer in tests.  Deterministic for a given vocab size.
+    second, byte-level tokenizer in tests. Deterministic for a given vocab size. Saved to
+    ``folder`` (written atomically; ``prepare_model`` saves it with the weights), or to a
+    temporary folder that lives as long as the process (TransformerLens re-loads a
+    tokenizer from its folder). Nothing is cached outside the workflow's results.
     """
+    import atexit
+    import shutil
+    import tempfile
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    import os
-
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    folder = cache / "stages_of_inference" / f"bpe-{vocab_size}"
-    if (folder / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(folder)
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -177,15 +178,26 @@ def train_bytelevel_bpe(vocab_size: int = 1024):
         unk_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
-    # Saved and loaded back: TransformerLens re-loads a tokenizer from its name_or_path,
-    # so it must live in a folder that outlasts this call.
-    fast.save_pretrained(folder)
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix=f"bpe-{vocab_size}-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        fast.save_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder)
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        fast.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return AutoTokenizer.from_pretrained(folder)
 
 
-def load_tokens(tokens_path, record_path):
-    """The ``tokenize`` rule's token matrix and the first scored position (1 skips BOS)."""
+def load_corpus(corpus_path, record_path):
+    """The ``corpus`` rule's token-id matrix ``[n_sequences, seq_len]`` and the first
+    scored position (1 skips BOS)."""
     import torch
 
     record = json.loads(Path(record_path).read_text())
-    return torch.load(tokens_path), 1 if record["has_bos"] else 0
+    return torch.load(corpus_path, weights_only=True), 1 if record["has_bos"] else 0

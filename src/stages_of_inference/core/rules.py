@@ -1,35 +1,35 @@
 """The shared rules (``workflow/rules/models.smk``, ``data.smk``): prepare a model once,
-sample the corpus tokens every study reads. Outputs are written atomically."""
+sample the corpus token ids every study reads. Outputs are written atomically."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from .io import write_json
+from .io import atomic_path, write_json
 
 log = logging.getLogger("stages_of_inference")
 
 
-def prepare(model: str, spec_entry: dict, out_manifest: str) -> None:
-    from .models import ModelSpec, prepare_model
+def prepare_model(model: str, spec: dict, out_manifest: str) -> None:
+    from .models import ModelSpec
+    from .models import prepare_model as prepare
 
-    spec = ModelSpec.from_config(model, spec_entry)
-    log.info("preparing model %s (%s)", model, spec.source)
-    manifest = prepare_model(spec, Path(out_manifest).parent)
-    log.info("model %s ready at %s", model, manifest["path"])
+    model_spec = ModelSpec.from_config(model, spec)
+    log.info("preparing model %s (%s)", model, model_spec.source)
+    manifest = prepare(model_spec, Path(out_manifest).parent)
+    log.info("model %s ready (%s)", model, manifest["path"])
 
 
-def tokenize(manifest: str, corpus_entry: dict, out_tokens: str, out_record: str) -> None:
+def corpus(manifest: str, corpus: dict, out_corpus: str, out_record: str) -> None:
     import torch
 
     from .corpus import CorpusSpec, sample_sequences
-    from .io import atomic_path
     from .models import load_prepared_tokenizer
 
-    spec = CorpusSpec.from_config(corpus_entry)
+    spec = CorpusSpec.from_config(corpus)
     tokenizer = load_prepared_tokenizer(manifest)
-    tokens, record = sample_sequences(spec, tokenizer)
-    log.info("sampled %d sequences of %d tokens from %s", *tokens.shape, spec.source)
-    with atomic_path(out_tokens) as tmp:
-        torch.save(tokens, tmp)
+    ids, record = sample_sequences(spec, tokenizer)
+    log.info("sampled %d sequences of %d tokens from %s", *ids.shape, spec.source)
+    with atomic_path(out_corpus) as tmp:
+        torch.save(ids, tmp)
     write_json(record, out_record)

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from ..core.engine import KINDS, Engine
+from ..core.engine import KINDS, Engine, batched
 from ..core.metrics import (
     BASE_COLUMNS,
     INTERVENTION_COLUMNS,
@@ -124,70 +124,56 @@ def resolve_compile(compile, device) -> bool:
 
 
 def run_sweep(
-    bridge,
-    tokens: torch.Tensor,
+    engine: Engine,
+    ids: torch.Tensor,
     jobs: Sequence[tuple[str, int]],
     *,
     batch_size: int = 8,
     first: int = 1,
     progress: bool = True,
-    attn_implementation: str = "sdpa",
     compile: bool | str = False,
-    sweep: Engine | None = None,
 ):
-    """Stream the corpus through the sweep; return a tidy per-token ``DataFrame``.
+    """Stream the corpus token ids ``ids`` through the sweep; a tidy per-token ``DataFrame``.
 
-    ``bridge`` is a ``TransformerBridge`` or a ``transformers`` causal LM. ``first`` is
-    the first scored position (1 skips BOS). Memory is bounded by one batch. Per batch:
-    one baseline pass, the interventions, one device-to-host copy. On CUDA out-of-memory
-    the batch size is halved and the batch retried (and kept for the batches after).
+    ``engine`` is a :class:`~stages_of_inference.core.engine.Engine` (a ``transformers``
+    model is wrapped in one). ``first`` is the first scored position (1 skips BOS). Memory
+    is bounded by one batch. Per batch: one baseline pass, the interventions, one
+    device-to-host copy. Out-of-memory: :func:`~stages_of_inference.core.engine.batched`.
     ``compile`` (True, False or "auto": on CUDA only) fuses the per-token metrics.
     """
     import numpy as np
     from tqdm.auto import tqdm
 
     jobs = list(jobs)
-    if sweep is None:
-        sweep = Engine(bridge, attn_implementation=attn_implementation)
-    device = sweep.device
+    if not isinstance(engine, Engine):
+        engine = Engine(engine)
+    device = engine.device
     if resolve_compile(compile, device):
         kernel = compiled_kernel()
     else:  # on the CPU, cache-sized blocks of tokens; on a GPU, whole tensors
         kernel = metrics_kernel_blocked if device.type == "cpu" else metrics_kernel
-    n_seq, seq_len = tokens.shape
+    n_seq, seq_len = ids.shape
     n_pos = seq_len - first
     # host buffers: [metric, job, seq, pos] so that every column is one contiguous view
     host_base = np.empty((len(BASE_COLUMNS), n_seq, n_pos), dtype=np.float32)
     host = np.empty((len(INTERVENTION_COLUMNS), len(jobs), n_seq, n_pos), dtype=np.float32)
-    bar = tqdm(total=n_seq, desc=f"sweep {len(jobs)} interventions", unit="seq", disable=not progress)
-    start = 0
-    while start < n_seq:
-        stop = min(start + batch_size, n_seq)
-        oom = False
+
+    def one_batch(start, stop):
         try:
             with torch.inference_mode():
-                base, out = sweep_batch_tensor(sweep, tokens[start:stop].to(device), jobs, first, kernel)
+                base, out = sweep_batch_tensor(engine, ids[start:stop].to(device), jobs, first, kernel)
                 # the one device->host copy of this batch
                 both = torch.cat([base.reshape(-1), out.transpose(0, 1).reshape(-1)]).cpu().numpy()
-        except torch.OutOfMemoryError:
-            oom = True  # recover outside the except block, so the traceback's tensors are freed
-        sweep.calls = []
-        if oom:
-            base = out = None
-            if batch_size == 1:
-                raise torch.OutOfMemoryError("CUDA out of memory with batch_size=1.")
-            batch_size = max(1, batch_size // 2)
-            gc.collect()
-            torch.cuda.empty_cache()
-            log.warning("CUDA out of memory: retrying with batch_size=%d", batch_size)
-            continue
+        finally:
+            engine.calls = []
         nb = base.numel()
         host_base[:, start:stop] = both[:nb].reshape(len(BASE_COLUMNS), stop - start, n_pos)
         host[:, :, start:stop] = both[nb:].reshape(len(INTERVENTION_COLUMNS), len(jobs), stop - start, n_pos)
-        bar.update(stop - start)
-        start = stop
+
+    bar = tqdm(total=n_seq, desc=f"sweep {len(jobs)} interventions", unit="seq", disable=not progress)
+    batched(n_seq, batch_size, one_batch, progress=bar)
     bar.close()
-    sweep.final_batch_size = batch_size
+    engine.final_batch_size = batched.last_batch_size
 
     n_rows = len(jobs) * n_seq * n_pos
     frame = {
@@ -209,6 +195,18 @@ def run_sweep(
     df = pd.DataFrame(frame, copy=False)
     df["kind"] = df["kind"].cat.remove_unused_categories()
     return df
+
+
+def summarise_interventions(df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
+    """Per (model, kind, layer): mean and standard error of every metric over tokens, with
+    ``n_layers`` and relative depth."""
+    from ..core.metrics import rel_depth, summarise
+
+    df["kind"] = df["kind"].astype("category")
+    summary = summarise(df)
+    summary["n_layers"] = n_layers
+    summary["rel_depth"] = rel_depth(summary["layer"], n_layers)
+    return summary
 
 
 # -- the robustness table -------------------------------------------------------------------

@@ -38,77 +38,53 @@ def parse_chunk(chunk: str) -> list[int]:
 # -- rules -------------------------------------------------------------------------------
 
 
-def intervene(
-    model: str,
-    manifest: str,
-    tokens_path: str,
-    record_path: str,
-    kind: str,
-    chunk: str,
-    runtime: dict,
-    batch_size: int,
-    out: str,
-) -> None:
+def interventions_chunk(model: str, manifest: str, corpus: str, record: str, kind: str, chunk: str,
+                        runtime: dict, batch_size: int, out: str) -> None:
     import time
 
+    from ..core.corpus import load_corpus
+    from ..core.engine import engine_for_job
     from .compute import run_sweep
-    from ..core.corpus import load_tokens
-    from ..core.models import model_for_job
 
     t0 = time.perf_counter()
-    net, attn = model_for_job(manifest, runtime)
-    tokens, first = load_tokens(tokens_path, record_path)
+    engine = engine_for_job(manifest, runtime)
+    ids, first = load_corpus(corpus, record)
     layers = parse_chunk(chunk)
-    log.info("model loaded in %.1f s (attention: %s)", time.perf_counter() - t0, attn)
-    log.info("%s %s layers %s on %d x %d tokens", model, kind, chunk, *tokens.shape)
+    log.info("model loaded in %.1f s (attention: %s)", time.perf_counter() - t0, engine.attn_implementation)
+    log.info("%s %s layers %s on %d x %d tokens", model, kind, chunk, *ids.shape)
     t1 = time.perf_counter()
-    df = run_sweep(net, tokens, [(kind, layer) for layer in layers], batch_size=batch_size, first=first,
-                   attn_implementation=attn, compile=runtime.get("compile", "auto"))
+    df = run_sweep(engine, ids, [(kind, layer) for layer in layers], batch_size=batch_size, first=first,
+                   compile=runtime.get("compile", "auto"))
     log.info("sweep of %d interventions took %.1f s", len(layers), time.perf_counter() - t1)
     df.insert(0, "model", model)
     write_parquet(df, out)
     log.info("wrote %d rows to %s", len(df), out)
 
 
-def aggregate(model: str, n_layers: int, chunk_files: Sequence[str], out_tokens: str, out_summary: str) -> None:
-    import pandas as pd
+def interventions(model: str, n_layers: int, chunks: Sequence[str], out_summary: str, out_tokens: str) -> None:
+    from ..core.io import read_tables
+    from .compute import summarise_interventions
 
-    from ..core.metrics import summarise
-
-    df = pd.concat([pd.read_parquet(f) for f in chunk_files], ignore_index=True)
-    df["kind"] = df["kind"].astype("category")
-    summary = summarise(df)
-    summary["n_layers"] = n_layers
-    summary["rel_depth"] = summary["layer"] / (n_layers - 1)
-    write_parquet(df, out_tokens)
+    df = read_tables(chunks)
+    summary = summarise_interventions(df, n_layers)
     write_parquet(summary, out_summary)
+    write_parquet(df, out_tokens)
     log.info("%s: %d token rows, %d (kind, layer) groups", model, len(df), len(summary))
 
 
-def figure3(summaries: Sequence[str], out_pdf: str) -> None:
-    import pandas as pd
+def plot_fig3(summaries: Sequence[str], out_pdf: str) -> None:
+    from ..core.io import read_tables
+    from .figures import plot_fig3 as draw
 
-    from .figures import plot_fig3
-
-    df = pd.concat([pd.read_parquet(f) for f in summaries], ignore_index=True)
-    plot_fig3(df, out_pdf)
+    draw(read_tables(summaries), out_pdf)
 
 
-def robustness_table(summaries: Sequence[str], out_csv: str, out_md: str) -> None:
-    import pandas as pd
-
+def table_robustness(summaries: Sequence[str], out_csv: str, out_md: str) -> None:
+    from ..core.io import read_tables
     from .compute import robustness
+    from .figures import robustness_markdown
 
-    df = pd.concat([pd.read_parquet(f) for f in summaries], ignore_index=True)
-    table = robustness(df)
+    table = robustness(read_tables(summaries))
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
-    md = (
-        "# Accuracy retained under layer interventions\n\n"
-        "Fraction of the unmodified model's next-token accuracy kept when one block is dropped "
-        "or two adjacent blocks are swapped, averaged over every intervention that does not "
-        "touch the first or the last block (the paper reports 72-95%).\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
-        + "\n"
-    )
-    write_text(md, out_md)
+    write_text(robustness_markdown(table), out_md)

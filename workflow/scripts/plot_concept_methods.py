@@ -1,0 +1,10 @@
+from stages_of_inference.core.jobs import job
+from stages_of_inference.concepts.rules import plot_concept_methods
+
+with job(snakemake):
+    plot_concept_methods(
+        models=snakemake.params.models,
+        methods=list(snakemake.input.methods),
+        findings=list(snakemake.input.findings),
+        out_pdf=snakemake.output[0],
+    )

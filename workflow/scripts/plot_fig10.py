@@ -1,0 +1,10 @@
+from stages_of_inference.core.jobs import job
+from stages_of_inference.casestudies.rules import plot_fig10
+
+with job(snakemake):
+    plot_fig10(
+        models=snakemake.params.models,
+        probes=list(snakemake.input.probes),
+        vocab=list(snakemake.input.vocab),
+        out_pdf=snakemake.output[0],
+    )
