@@ -442,7 +442,8 @@ class Engine:
         (Gurnee et al.'s Universal Neurons):
 
         * the final norm's gain (``1 + w`` for Gemma's offset RMSNorm) is folded into
-          ``W_U``, which is centred over the vocabulary (softmax ignores a constant);
+          ``W_U``, which is centred over the vocabulary (softmax ignores a constant) and,
+          for LayerNorm models, over ``d_model`` (the norm's output has mean zero);
         * LayerNorm models: writing weights are centred over ``d_model`` (every LayerNorm
           removes the mean); RMSNorm models: left as they are;
         * sandwich norms: each neuron's write passes the MLP's post-norm, whose gain is
@@ -453,6 +454,8 @@ class Engine:
 
         gain = norm_gain(self._norm, self.d_model).float()
         w_u = self._head.weight.detach().float().T * gain[:, None]  # [d_model, d_vocab]
+        if self.layernorm:  # a LayerNorm's output has no mean over d_model: reading it is blind to it
+            w_u = w_u - w_u.mean(0, keepdim=True)
         w_u = w_u - w_u.mean(1, keepdim=True)
         w_outs = []
         for layer in range(self.n_layers):

@@ -14,11 +14,11 @@ Skew is the population skew E[z^3]; kurtosis the raw fourth standardised moment 
 
 Stable interface (Figure 10 imports it):
 
-``folded_weights(bridge) -> (W_out [n_layers, d_mlp, d_model], W_U [d_model, d_vocab])``
+``folded_weights(engine) -> (W_out [n_layers, d_mlp, d_model], W_U [d_model, d_vocab])``
 ``vocab_cosines(w_out, W_U) -> [n_neurons, d_vocab]``
 ``moments(x, dim=-1) -> (skew, kurtosis)``
 ``classify(skew, kurtosis) -> array of 'prediction' | 'suppression' | 'other'``
-``neuron_table(bridge, model) -> DataFrame(model, layer, neuron, skew, kurtosis, type)``
+``neuron_classes(engine, model) -> DataFrame(model, layer, neuron, skew, kurtosis, type)``
 """
 from __future__ import annotations
 
@@ -34,39 +34,21 @@ TYPES = ("prediction", "suppression", "other")
 COLUMNS = ("model", "layer", "neuron", "skew", "kurtosis", "type")
 
 
-def fold_weights_in_place(bridge) -> None:
-    """HookedTransformer-style weight processing on a TransformerLens 4 bridge.
-
-    ``enable_compatibility_mode()`` folds ``ln_final`` (and every block norm) into the
-    following weights, centres ``W_U`` over the vocabulary and, for LayerNorm models
-    (GPT-2, Pythia), centres the writing weights ``W_out``/``W_O`` over ``d_model``. For
-    RMSNorm models (Llama, SmolLM2) writing weights are left as they are, as in
-    TransformerLens: RMSNorm does not remove the mean, so centring them would change the
-    model. Tied embeddings are untied first, so only the unembedding is centred. The
-    bridge's next-token distribution is unchanged (checked in ``tests/test_neurons.py``).
-    Idempotent: a bridge already processed is left alone.
-    """
-    if getattr(bridge, "_weights_processed", False):
-        return
-    bridge.enable_compatibility_mode(disable_warnings=True)
-
-
 @torch.no_grad()
-def folded_weights(bridge) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(W_out, W_U)`` of the folded model, float32 on the CPU, detached.
+def folded_weights(engine) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_out [n_layers, d_mlp, d_model], W_U [d_model, d_vocab])`` of the folded model,
+    float32 on the CPU: :meth:`~stages_of_inference.core.engine.Engine.folded_weights`
+    (TransformerLens's processed weights: final-norm gain folded into ``W_U``, ``W_U``
+    centred; LayerNorm models' writing weights centred; sandwich norms' MLP post-norm gain
+    folded into ``W_out``). ``engine`` is an Engine (or a ``transformers`` model)."""
+    from .engine import Engine
 
-    ``W_out`` is ``[n_layers, d_mlp, d_model]`` (row ``n`` of layer ``l`` is what neuron
-    ``n`` writes to the residual stream; the ``down_proj`` of a gated MLP); ``W_U`` is
-    ``[d_model, d_vocab]``. Processes ``bridge``'s weights in place (see
-    :func:`fold_weights_in_place`): use a bridge of its own, not one you run for
-    activations in the unprocessed basis.
-    """
-    fold_weights_in_place(bridge)
-    w_out = bridge.W_out.detach().float().cpu()
-    w_u = bridge.W_U.detach().float().cpu()
+    if not isinstance(engine, Engine):
+        engine = Engine(engine)
+    w_out, w_u = engine.folded_weights()
     if w_out.dim() != 3 or w_u.dim() != 2 or w_out.shape[-1] != w_u.shape[0]:
         raise RuntimeError(f"unexpected weight shapes: W_out {tuple(w_out.shape)}, W_U {tuple(w_u.shape)}")
-    return w_out.contiguous(), w_u.contiguous()
+    return w_out, w_u
 
 
 def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -139,14 +121,14 @@ def layer_frame(model: str, layer: int, n: int, **columns) -> "pd.DataFrame":
     )
 
 
-def neuron_table(bridge, model: str, device: str = "cpu") -> "pd.DataFrame":  # noqa: F821
+def neuron_classes(engine, model: str, device: str = "cpu") -> "pd.DataFrame":  # noqa: F821
     """One row per MLP neuron: ``model, layer, neuron, skew, kurtosis, type``.
 
     ``device``: where the cosines are computed (a GPU for billion-parameter models).
     """
     import pandas as pd
 
-    w_out, w_u = folded_weights(bridge)
+    w_out, w_u = folded_weights(engine)
     w_u_unit = _unit(w_u.to(device), 0)
     frames = []
     for layer in range(w_out.shape[0]):
@@ -162,6 +144,8 @@ def type_counts(neurons: "pd.DataFrame", n_layers: int | None = None) -> "pd.Dat
     depth; layers with none of a type get 0."""
     import pandas as pd
 
+    from .metrics import rel_depth
+
     rows = []
     for model, g in neurons.groupby("model", sort=False):
         layers = int(n_layers or g["layer"].max() + 1)
@@ -169,6 +153,6 @@ def type_counts(neurons: "pd.DataFrame", n_layers: int | None = None) -> "pd.Dat
         counts = counts.rename_axis(index="layer", columns=None).reset_index()
         counts.insert(0, "model", model)
         counts["n_layers"] = layers
-        counts["rel_depth"] = counts["layer"] / max(layers - 1, 1)
+        counts["rel_depth"] = rel_depth(counts["layer"], layers)
         rows.append(counts)
     return pd.concat(rows, ignore_index=True)

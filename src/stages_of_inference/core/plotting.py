@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+from .io import atomic_path
 
-from .io import atomic_path  # noqa: E402
+# No backend is chosen here (no global state on import): matplotlib picks a non-interactive
+# one where there is no display, as in every workflow job.
 
 
 def model_palette(models):
