@@ -39,15 +39,9 @@ PROBES = {
     "import transformer_lens": "import torch, transformers, transformer_lens.model_bridge",
     "job start-up, sdpa (plain transformers)": (
         "import torch; torch.set_num_threads({threads}); "
-        "from stages_of_inference.robustness.rules import intervene; "
+        "from stages_of_inference.robustness.rules import interventions_chunk; "
         "from stages_of_inference.core.models import load_hf_model; "
         "m = load_hf_model({manifest!r}, device='cpu', attn_implementation='sdpa')"
-    ),
-    "job start-up, bridge (TransformerLens)": (
-        "import torch; torch.set_num_threads({threads}); "
-        "from stages_of_inference.robustness.rules import intervene; "
-        "from stages_of_inference.core.models import load_bridge; "
-        "m = load_bridge({manifest!r}, device='cpu')"
     ),
 }
 
@@ -82,14 +76,14 @@ def snakemake_run(workdir: Path, config: dict, target: str) -> float:
 
 def job_numbers(workdir: Path) -> dict:
     loads, sweeps, walls = [], [], []
-    for log in sorted((workdir / "logs/intervene").rglob("*.log")):
+    for log in sorted((workdir / "logs/interventions_chunk").rglob("*.log")):
         text = log.read_text()
         loads += [float(x) for x in re.findall(r"model loaded in ([0-9.]+) s", text)]
         sweeps += [float(x) for x in re.findall(r"sweep of \d+ interventions took ([0-9.]+) s", text)]
-    for tsv in sorted((workdir / "results/benchmarks/intervene").rglob("*.tsv")):
+    for tsv in sorted((workdir / "results/benchmarks/interventions_chunk").rglob("*.tsv")):
         lines = tsv.read_text().splitlines()
         walls.append(float(lines[1].split("\t")[0]))
-    agg = workdir / "results/benchmarks/aggregate/smollm2.tsv"
+    agg = workdir / "results/benchmarks/interventions/smollm2.tsv"
     agg_s = float(agg.read_text().splitlines()[1].split("\t")[0]) if agg.exists() else float("nan")
     return dict(n_jobs=len(walls), job_wall_s=sum(walls), load_s=sum(loads), sweep_s=sum(sweeps), aggregate_s=agg_s)
 
@@ -134,7 +128,7 @@ def main(argv=None):
     p.add_argument("--layers-per-job", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--attn", default="sdpa,bridge", help="attention implementations for the snakemake runs")
+    p.add_argument("--attn", default="sdpa,eager", help="attention implementations for the snakemake runs")
     p.add_argument("--skip-probes", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -161,8 +155,8 @@ def main(argv=None):
                 "runtime": {"device": "cpu", "dtype": "float32", "threads": args.threads,
                             "attn_implementation": attn},
             }
-            snakemake_run(workdir, config, "results/smollm2/tokens.pt")  # not timed
-            wall = snakemake_run(workdir, config, "results/smollm2/interventions_summary.parquet")
+            snakemake_run(workdir, config, "results/smollm2/corpus.pt")  # not timed
+            wall = snakemake_run(workdir, config, "results/smollm2/interventions.parquet")
             info["snakemake"][attn] = {"wall_s": wall, **job_numbers(workdir)}
             print(f"snakemake ({attn}): {info['snakemake'][attn]}", flush=True)
         finally:

@@ -29,8 +29,7 @@ N x fwd      One plain batched forward pass (logits only) over the same tokens, 
              forward passes of blocks, plus 2N unembeddings instead of N).
 
 Variants of (c) printed after the table: TF32 matmuls, bfloat16 (with the change of
-the per-token metrics against float32), ``compile=True``, the TransformerLens bridge's own
-blocks (``--bridge``), and a forced CUDA out-of-memory fallback (``--oom-test``).
+the per-token metrics against float32), ``compile=True``, and a forced CUDA out-of-memory fallback (``--oom-test``).
 Random-weight models are built from a config alone (timing does not depend on weights).
 """
 from __future__ import annotations
@@ -54,7 +53,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stages_of_inference.core.engine import Sweep, _decoder_layers, block_order, layers_for  # noqa: E402
+from stages_of_inference.core.engine import Engine as Sweep, _decoder_layers, block_order, layers_for  # noqa: E402
 from stages_of_inference.robustness.compute import _targets, run_sweep  # noqa: E402
 from stages_of_inference.core.metrics import METRIC_COLUMNS, Reference, compare, metrics_kernel  # noqa: E402
 
@@ -416,7 +415,6 @@ def main(argv=None):
     p.add_argument("--subset-modes", default="", help="modes timed only for (c) on --subset-jobs interventions "
                    "(for the metrics' change; e.g. bfloat16 on a CPU without bf16 units)")
     p.add_argument("--subset-jobs", type=int, default=6)
-    p.add_argument("--bridge", action="store_true", help="also time (c) on the TransformerLens bridge's blocks")
     p.add_argument("--oom-test", action="store_true", help="force CUDA OOM via a memory fraction")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: tiny sizes")
@@ -481,18 +479,6 @@ def main(argv=None):
     if device.type == "cuda" and "metric_kernel" not in args.skip:
         info["metric_kernel"] = metric_kernel_times(device, (args.batch_size, n_pos, vocab))
 
-    if args.bridge:
-        from stages_of_inference.core.models import bridge_from_hf_model
-
-        bridge = bridge_from_hf_model(model, tokenizer, name=args.model)
-        sub = jobs if len(jobs) <= 8 else jobs[:: len(jobs) // 8]
-        info["bridge"] = {"n_jobs": len(sub), "dtype": str(next(model.parameters()).dtype)}
-        for attn in ("bridge", "sdpa"):
-            sweep = Sweep(bridge, attn_implementation=attn)
-            t0 = now(device)
-            run_sweep(bridge, tokens, sub, batch_size=args.batch_size, first=first, progress=False, sweep=sweep)
-            info["bridge"][f"engine_{attn}_s"] = now(device) - t0
-
     info["load_avg_end"] = os.getloadavg()[0]
     report(info)
     if args.json:
@@ -511,7 +497,7 @@ def oom_test(model, tokens, jobs, batch_size, first, device):
     torch.cuda.set_per_process_memory_fraction(cap / total, device)
     try:
         sweep = Sweep(model)
-        df, t, peak_capped = timed_engine(model, tokens, sub, batch_size, first, device, sweep=sweep)
+        df, t, peak_capped = timed_engine(sweep, tokens, sub, batch_size, first, device)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
     diff = np.abs(df.kl.to_numpy() - want.kl.to_numpy())

@@ -56,19 +56,42 @@ def tiny_pair(request, bpe_tokenizer):
     return hf, bridge, request.param
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """One real snakemake run of every target (`all`) on config/test.yaml (three tiny
-    random-weight models), shared by every workflow test: tests/test_workflow.py and each
-    study's own workflow test."""
+def project_copy(dest):
+    """A copy of the repository's tracked (and untracked, not ignored) files at ``dest``:
+    a project a user cloned, to run snakemake in without touching this checkout."""
+    import shutil
     import subprocess
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    work = tmp_path_factory.mktemp("wf")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
-                           "--directory", str(work), "--configfile", str(repo / "config/test.yaml"),
-                           "--cores", "2", "all"], capture_output=True, text=True, timeout=2400)
-    assert proc.returncode == 0, f"snakemake all failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return work
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True,
+                           text=True, check=True).stdout.split()
+    dest = Path(dest)
+    for name in files:
+        src = repo / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def run_snakemake(project, *args, timeout=2400, check=True):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=project, capture_output=True, text=True,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One real snakemake run of every target (`all`) on config/test.yaml (three tiny
+    random-weight models) in a copy of the project, shared by every workflow test:
+    tests/test_workflow.py, tests/test_rules.py and each study's own workflow test."""
+    project = project_copy(tmp_path_factory.mktemp("project"))
+    proc = run_snakemake(project, "--configfile", "config/test.yaml", "--cores", "2", "all")
+    (project / "snakemake.stderr").write_text(proc.stderr)
+    return project

@@ -160,3 +160,54 @@ def test_job_gpus_follow_runtime_device():
     assert job_gpus("cpu") == 0
     assert job_gpus("cuda") == 1 and job_gpus("cuda:1") == 1
     assert job_gpus("auto") in (0, 1)
+
+
+# -- defaults live in the schema alone ---------------------------------------------------
+
+SETTINGS_CLASSES = [
+    ("stages_of_inference.core.corpus", "CorpusSpec", "corpus"),
+    ("stages_of_inference.casestudies.subjoiner", "SubjoinerSettings", "casestudies.subjoiner"),
+    ("stages_of_inference.casestudies.ing", "IngSettings", "casestudies.ing"),
+    ("stages_of_inference.seqcont.prompts", "SeqcontSettings", "seqcont"),
+    ("stages_of_inference.concepts.compute", "ConceptSettings", "concepts"),
+    ("stages_of_inference.concepts.sae", "SAEConfig", "concepts.sae"),
+]
+
+
+def schema_node(path):
+    node = SCHEMA
+    for part in path.split("."):
+        node = node["properties"][part]
+    return node["properties"]
+
+
+def test_dataclass_defaults_equal_the_schema_defaults():
+    """A settings dataclass may keep defaults (for code that builds it from a partial dict),
+    but each must be the schema's: one default per key, written once."""
+    import dataclasses
+    import importlib
+
+    checked = 0
+    for module, name, path in SETTINGS_CLASSES:
+        cls = getattr(importlib.import_module(module), name)
+        props = schema_node(path)
+        for f in dataclasses.fields(cls):
+            if f.name not in props or "default" not in props[f.name]:
+                continue
+            if f.default is not dataclasses.MISSING:
+                value = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                continue
+            value = list(value) if isinstance(value, tuple) else value
+            assert value == props[f.name]["default"], f"{name}.{f.name} = {value!r}, schema {path}: {props[f.name]['default']!r}"
+            checked += 1
+    assert checked >= 40
+
+
+def test_default_config_restates_no_default():
+    """config/config.yaml holds what the schema cannot know (the models) and nothing the
+    schema already says."""
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert set(default) == {"models"}

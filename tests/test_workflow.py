@@ -32,10 +32,10 @@ def test_default_dry_run_plans_every_layer():
 
 def test_rulegraph_and_dag():
     dot = snakemake("--rulegraph", "--cores", "1", "all").stdout
-    for rule in ("prepare_model", "tokenize", "intervene", "aggregate", "fig3", "table_robustness"):
+    for rule in ("prepare_model", "corpus", "interventions_chunk", "interventions", "plot_fig3", "table_robustness"):
         assert rule in dot
     dag = snakemake("--dag", "mermaid-js", "--cores", "1", "figures/fig3.pdf").stdout
-    assert "intervene" in dag
+    assert "interventions_chunk" in dag
 
 
 def test_slurm_profile_dry_run_one_job_per_layer():
@@ -63,10 +63,9 @@ def test_tiny_workflow_builds_figures(tiny_run):
     table = pd.read_csv(tiny_run / "figures/table_robustness.csv")
     assert set(table.model) == {"tiny-llama", "tiny-gpt2", "tiny-neox"}
     assert set(table.intervention) == {"drop", "swap"}
-    assert (tiny_run / "logs/intervene/tiny-llama/drop/000-001.log").exists()
+    assert (tiny_run / "logs/interventions_chunk/tiny-llama/drop/000-001.log").exists()
     # nothing left to do: outputs complete and consistent
-    again = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tiny_run),
-                      "--configfile", str(REPO / "config/test.yaml"), "-n", "--cores", "1", "all")
+    again = snakemake("--configfile", "config/test.yaml", "-n", "--cores", "1", "all", cwd=tiny_run)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -91,7 +90,7 @@ def readme_targets():
 
 def test_all_rebuilds_the_tables_the_readme_points_to(tiny_run, tmp_path):
     tables = readme_tables()
-    assert {"interventions.parquet", "interventions_summary.parquet", "layer_stats_tokens.parquet",
+    assert {"interventions.parquet", "interventions_tokens.parquet", "layer_stats_tokens.parquet",
             "subjoiner_scores.parquet", "ing_probes.parquet"} <= set(tables), tables
     moved = []
     try:
@@ -100,8 +99,7 @@ def test_all_rebuilds_the_tables_the_readme_points_to(tiny_run, tmp_path):
                 path = tiny_run / "results" / model / name
                 moved.append((path, tmp_path / f"{model}-{name}"))
                 path.rename(moved[-1][1])
-        plan = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tiny_run),
-                         "--configfile", str(REPO / "config/test.yaml"), "-n", "--cores", "1", "all")
+        plan = snakemake("--configfile", "config/test.yaml", "-n", "--cores", "1", "all", cwd=tiny_run)
     finally:
         for path, away in moved:
             away.rename(path)
@@ -111,8 +109,7 @@ def test_all_rebuilds_the_tables_the_readme_points_to(tiny_run, tmp_path):
 
 
 def test_report_holds_every_figure_and_table(tiny_run):
-    snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tiny_run),
-              "--configfile", str(REPO / "config/test.yaml"), "--cores", "1", "--report", "report.html")
+    snakemake("--configfile", "config/test.yaml", "--cores", "1", "--report", "report.html", cwd=tiny_run)
     html = (tiny_run / "report.html").read_text()
     # the report's results (embedded files), not file names elsewhere in the page
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, flags=re.S).group(1))
@@ -155,11 +152,11 @@ def test_tiny_workflow_numbers_match_plain_transformers(tiny_run):
 
     from stages_of_inference.core.metrics import kl_nats, log_probs
 
-    summary = pd.read_parquet(tiny_run / "results/tiny-llama/interventions_summary.parquet")
+    summary = pd.read_parquet(tiny_run / "results/tiny-llama/interventions.parquet")
     assert len(summary) == 4 + 3  # drop 0..3, swap 0..2
-    manifest = json.loads((tiny_run / "results/models/tiny-llama/manifest.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(manifest["path"], attn_implementation="eager").eval()
-    tokens = torch.load(tiny_run / "results/tiny-llama/tokens.pt")
+    model = AutoModelForCausalLM.from_pretrained(tiny_run / "results/models/tiny-llama/weights",
+                                                 attn_implementation="eager").eval()
+    tokens = torch.load(tiny_run / "results/tiny-llama/corpus.pt", weights_only=True)
     with torch.no_grad():
         base = log_probs(model(input_ids=tokens).logits)
         acc = (base[:, 1:-1].argmax(-1) == tokens[:, 2:]).float().mean().item()
@@ -200,4 +197,4 @@ def test_documented_command_lines_parse_and_plan():
         if targets:  # named targets: each one planned (study commands need not run intervene)
             assert all(t in out for t in targets), cmd
         else:
-            assert "rule intervene" in out or "rulegraph" in cmd or "digraph" in out, cmd
+            assert "rule interventions_chunk" in out or "rulegraph" in cmd or "digraph" in out, cmd

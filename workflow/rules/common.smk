@@ -58,7 +58,7 @@ PRIORITY = {"corpus": 100, "seqcont_prompts": 100, "interventions_chunk": 50, "s
             "seqcont_components": 30, "subjoiner": 30}
 
 # Checked when the DAG is built, not inside a job minutes later (one line each).
-config_check(checks.check_against_shapes, config, SHAPES)
+config_check(checks.check_against_shapes, config, SHAPES, _SOURCES)
 config_check(checks.check_device, RUNTIME["device"], workflow)
 for _warning in checks.subset_warnings(config["corpus"], "self_repair", config.get("self_repair")):
     checks.warn_once(_warning)

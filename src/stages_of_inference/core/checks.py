@@ -142,8 +142,20 @@ def check_device(device: str, workflow=None) -> None:
                           f"use `auto` or `cpu`.")
 
 
-def check_against_shapes(config: Mapping[str, Any], shapes: Mapping[str, Any]) -> None:
-    """Values that the configured models' shapes make impossible, before any job runs."""
+def check_against_shapes(config: Mapping[str, Any], shapes: Mapping[str, Any],
+                         sources: Mapping[str, Any] | None = None) -> None:
+    """Values that the configured models' shapes make impossible, before any job runs
+    (each message names the key and the file that sets it)."""
+    try:
+        _check_against_shapes(config, shapes)
+    except ConfigError as exc:
+        key = str(exc).split(" ", 1)[0]
+        if "." in key and not key.startswith("model"):
+            raise ConfigError(f"{exc} ({origin(key, sources)})") from None
+        raise
+
+
+def _check_against_shapes(config: Mapping[str, Any], shapes: Mapping[str, Any]) -> None:
     corpus = config.get("corpus", {})
     check_seq_len(corpus.get("seq_len", 0), {name: s.max_positions for name, s in shapes.items()})
     kinds = config.get("interventions", {}).get("kinds", [])
@@ -175,14 +187,14 @@ def check_against_shapes(config: Mapping[str, Any], shapes: Mapping[str, Any]) -
             continue
         for name, shape in shapes.items():
             if shape.max_positions is not None and 1 + context + extra > shape.max_positions:
-                raise ConfigError(f"casestudies.{key}.context_tokens is {context}: prompts of {1 + context + extra} "
+                raise ConfigError(f"casestudies.{key}.context_tokens is {context}; prompts of {1 + context + extra} "
                                   f"tokens exceed model {name!r}'s {shape.max_positions} positions; use at most "
                                   f"{shape.max_positions - 1 - extra}.")
     self_repair = config.get("self_repair", {})
     for name, shape in shapes.items():
         if self_repair.get("ablation") == "resample" and min(self_repair.get("batch_size", 2),
                                                                self_repair.get("n_sequences", 2)) < 2:
-            raise ConfigError("self_repair.ablation is resample, which patches from another sequence: "
+            raise ConfigError("self_repair.ablation is resample, which patches from another sequence; "
                               "self_repair.n_sequences and batch_size must be at least 2.")
 
 
