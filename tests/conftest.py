@@ -27,6 +27,13 @@ TINY = {
     "gpt2": dict(n_embd=64, n_layer=4, n_head=4, n_positions=256),
     "gpt_neox": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                      num_attention_heads=4, max_position_embeddings=256),
+    # Gemma 3: sliding-window and full-attention layers (window 4 < the test sequences, so
+    # the two kinds differ), 4 query heads sharing 1 key/value head, sandwich norms with
+    # offset (1 + w) RMSNorm weights, RoPE bases 10k (sliding) and 1M (full).
+    "gemma3_text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                        max_position_embeddings=256, architectures=["Gemma3ForCausalLM"]),
 }
 
 
@@ -43,6 +50,9 @@ def tiny_hf_model(arch, tokenizer, seed=0):
         for p in model.parameters():
             if p.dim() >= 2:
                 p.mul_(3.0)
+        for name, p in model.named_parameters():  # Gemma's offset norm weights: not all 1 + 0
+            if p.dim() == 1 and "norm" in name and arch.startswith("gemma"):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + p.numel())) * 0.3)
     return model
 
 

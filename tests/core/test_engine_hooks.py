@@ -8,12 +8,16 @@ import torch
 from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine, parse_hook_name
 
-ARCHS = ("llama", "gpt2", "gpt_neox")
+ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3_text")
 
 
 def modules(hf, arch, layer):
-    """(attention output projection, MLP module, MLP down projection) of one block, by
-    each architecture's own attribute names."""
+    """(attention output projection, the module whose output the MLP adds to the residual
+    stream, MLP down projection) of one block, by each architecture's own attribute names.
+    Gemma's MLP write is its post-feedforward norm's output (sandwich norms)."""
+    if arch == "gemma3_text":
+        block = hf.model.layers[layer]
+        return block.self_attn.o_proj, block.post_feedforward_layernorm, block.mlp.down_proj
     if arch == "llama":
         block = hf.model.layers[layer]
         return block.self_attn.o_proj, block.mlp, block.mlp.down_proj
@@ -129,8 +133,16 @@ def test_captured_components_rebuild_the_outputs(model, ids):
         assert z.shape == (*ids.shape, engine.n_heads, engine.d_head)
         attn = torch.einsum("bthd,hdm->btm", z, engine.head_out_weights(1))
         attn = attn + (o_proj.bias if o_proj.bias is not None else 0)
-        torch.testing.assert_close(attn, seen["blocks.1.hook_attn_out"], atol=1e-5, rtol=1e-5)
         mlp = seen["blocks.1.mlp.hook_post"] @ engine.mlp_out_weights(1) + (down.bias if down.bias is not None else 0)
+        if arch == "gemma3_text":  # the writes pass the post-norms: (1 + w) x / rms(x), by hand
+            block = hf.model.layers[1]
+
+            def rms_norm(x, norm):
+                return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * (1 + norm.weight)
+
+            attn = rms_norm(attn, block.post_attention_layernorm)
+            mlp = rms_norm(mlp, block.post_feedforward_layernorm)
+        torch.testing.assert_close(attn, seen["blocks.1.hook_attn_out"], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(mlp, seen["blocks.1.hook_mlp_out"], atol=1e-5, rtol=1e-5)
 
 
@@ -140,11 +152,15 @@ def test_repeated_block_and_residual_output(model, ids):
     hf, arch = model
     engine = Engine(hf)
     edited = copy.deepcopy(hf)
-    holder = getattr(edited, {"llama": "model", "gpt2": "transformer", "gpt_neox": "gpt_neox"}[arch])
+    holder = getattr(edited, {"llama": "model", "gpt2": "transformer", "gpt_neox": "gpt_neox",
+                              "gemma3_text": "model"}[arch])
     name = "h" if arch == "gpt2" else "layers"
     old = getattr(holder, name)
     setattr(holder, name, torch.nn.ModuleList([old[0], old[1], old[1], old[2], old[3]]))
     edited.config.num_hidden_layers = 5
+    if hasattr(edited.config, "layer_types"):  # each block keeps its own attention type
+        types = edited.config.layer_types
+        edited.config.layer_types = [types[0], types[1], types[1], types[2], types[3]]
     with torch.no_grad():
         want = edited(input_ids=ids, use_cache=False).logits
         engine.baseline(ids)

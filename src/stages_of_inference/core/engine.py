@@ -620,25 +620,26 @@ class Engine:
         if not 0 <= layer <= self.n_layers:
             raise ValueError(f"run_to: layer {layer} is outside 0..{self.n_layers}.")
         captured = {}
-        if layer == self.n_layers:
-            def at_end(module, args, output):
-                captured["hidden"] = _first(output)
-                raise _Stop
 
-            handle = self.blocks[-1].register_forward_hook(at_end)
-        else:
-            def at_block(module, args, kwargs):
-                captured["hidden"] = _hidden_arg(args, kwargs)
-                raise _Stop
+        def at_end(module, args, output):
+            captured["hidden"] = _first(output)
+            raise _Stop
 
-            handle = self.blocks[layer].register_forward_pre_hook(at_block, with_kwargs=True)
-        try:
-            with self.hooks(hooks):
+        def at_block(module, args, kwargs):
+            captured["hidden"] = _hidden_arg(args, kwargs)
+            raise _Stop
+
+        with self.hooks(hooks):  # the stop comes after the caller's hooks on the same module
+            if layer == self.n_layers:
+                handle = self.blocks[-1].register_forward_hook(at_end)
+            else:
+                handle = self.blocks[layer].register_forward_pre_hook(at_block, with_kwargs=True)
+            try:
                 self._base(input_ids=input_ids, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
+            except _Stop:
+                pass
+            finally:
+                handle.remove()
         return captured["hidden"]
 
     def _check_unembed(self, hidden, logits):
