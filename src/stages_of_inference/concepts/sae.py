@@ -2,7 +2,7 @@
 
 Why not ``sae-lens``: sae-lens 6.54.12 (the newest on PyPI when this was written) pins
 ``transformer-lens<4.0.0``; installing it into our environment would downgrade
-transformer-lens 4.3.0 to 3.9.0 and break the TransformerLens 4 bridge the workflow runs on
+transformer-lens 4.3.0 to 3.9.0 and break the package's TransformerLens 4 bridge (core.models, the tests' reference)
 (``pip install --dry-run sae-lens`` in the project venv: "Would install ...
 transformer-lens-3.9.0"). In a throwaway venv it installs, and its ``SAETrainer`` does
 accept a plain iterator of activation tensors (``data_provider``), so the pin is the only
