@@ -1,10 +1,13 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from stages_of_inference.concepts.compute import corrected_interval, findings, pair_splits
-from stages_of_inference.concepts.rules import load_stimuli
+from stages_of_inference.concepts.compute import corrected_interval, findings, load_stimuli, pair_splits
+
+STIMULI = Path(__file__).resolve().parents[2] / "workflow/resources/concepts"
 
 
 def test_pair_splits_hold_out_whole_pairs_seeded():
@@ -40,9 +43,27 @@ def test_findings_signs():
 
 
 def test_shipped_stimuli_are_balanced_pairs():
-    from pathlib import Path
-
-    df = load_stimuli(str(Path(__file__).resolve().parents[2] / "workflow/resources/concepts"), ["success", "danger"])
+    files = [str(STIMULI / f"{c}_{side}.txt") for c in ("success", "danger") for side in ("positive", "negative")]
+    df = load_stimuli(files, ["success", "danger"])
     counts = df.groupby(["concept", "label"]).size()
     assert (counts == 80).all() and len(counts) == 4
     assert df["text"].is_unique
+    # per concept the positives, then the negatives; line i of both files is pair i
+    assert df["sentence_id"].tolist() == list(range(320))
+    assert df["concept"].tolist() == ["success"] * 160 + ["danger"] * 160
+    assert df["label"].tolist() == ([1] * 80 + [0] * 80) * 2
+    assert df["pair_id"].tolist() == list(range(80)) * 4
+    first = (STIMULI / "danger_negative.txt").read_text().splitlines()[0].strip()
+    assert df.loc[(df.concept == "danger") & (df.label == 0) & (df.pair_id == 0), "text"].item() == first
+    # the order of the file list does not matter; only the concepts asked for are read
+    assert load_stimuli(files[::-1], ["success", "danger"]).equals(df)
+    assert set(load_stimuli(files, ["danger"])["concept"]) == {"danger"}
+
+
+def test_stimuli_missing_or_unpaired(tmp_path):
+    (tmp_path / "x_positive.txt").write_text("a\nb\n")
+    with pytest.raises(FileNotFoundError, match="x_negative.txt"):
+        load_stimuli([str(tmp_path / "x_positive.txt")], ["x"])
+    (tmp_path / "x_negative.txt").write_text("c\n")
+    with pytest.raises(ValueError, match="2 positive but 1 negative"):
+        load_stimuli([str(tmp_path / "x_positive.txt"), str(tmp_path / "x_negative.txt")], ["x"])

@@ -95,3 +95,65 @@ def test_sparse_decode_matches_dense():
     values, indices = pre.topk(3, dim=-1)
     dense = sae.decode(sae.activate(pre))
     torch.testing.assert_close(sparse_decode(sae.W_dec, torch.relu(values), indices) + sae.b_dec, dense)
+
+
+def test_drop_outliers_by_median_norm():
+    from stages_of_inference.concepts.sae import drop_outliers
+
+    x = torch.ones(9, 4)  # norm 2
+    x[3] *= 30            # norm 60 > 10 x 2
+    x[5] *= 10            # norm 20 = 10 x 2: kept
+    kept, n = drop_outliers(x, 10)
+    assert n == 1 and len(kept) == 8 and torch.equal(kept, torch.cat([x[:3], x[4:]]))
+    kept, n = drop_outliers(x, 0)  # 0 keeps all
+    assert n == 0 and torch.equal(kept, x)
+
+
+def test_holdout_split_seeded_and_disjoint():
+    from stages_of_inference.concepts.sae import holdout_split
+
+    x = torch.arange(50.0)[:, None]
+    train, val = holdout_split(x, 0.1, seed=0)
+    assert len(val) == 5 and len(train) == 45
+    assert sorted(torch.cat([train, val]).flatten().tolist()) == x.flatten().tolist()
+    again, _ = holdout_split(x, 0.1, seed=0)
+    assert torch.equal(train, again)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(val, x[order[:5]])
+    assert not torch.equal(holdout_split(x, 0.1, seed=1)[1], val)
+
+
+def test_sae_config_from_settings():
+    from stages_of_inference.concepts.sae import sae_config
+    from stages_of_inference.concepts.settings import SAESettings
+
+    s = SAESettings.from_config({"expansion": 3, "kind": "relu", "k": 4, "l1_coeff": 0.1, "aux_k": 2,
+                                 "dead_tokens": 99, "epochs": 5, "batch_size_tokens": 64, "lr": 0.01, "seed": 7})
+    cfg = sae_config(s, d_in=16, scale=0.5)
+    assert cfg == SAEConfig(d_in=16, d_sae=48, kind="relu", k=4, l1_coeff=0.1, aux_k=2, dead_tokens=99, epochs=5,
+                            batch_size=64, lr=0.01, seed=7, input_scale=0.5)
+    # the defaults: concepts.sae's defaults give SAEConfig's own
+    assert sae_config(SAESettings(), 16, 1.0) == SAEConfig(d_in=16, d_sae=32)
+
+
+def test_fit_sae_and_its_tables():
+    from stages_of_inference.concepts.sae import fit_sae, holdout_split, sae_config, sae_tables
+    from stages_of_inference.concepts.settings import SAESettings
+
+    x, _ = synthetic(n=600)
+    x[10] *= 100  # one massive activation
+    s = SAESettings.from_config({"k": 4, "epochs": 2, "batch_size_tokens": 128, "holdout_fraction": 0.2})
+    fit = fit_sae(x, s, progress=False)
+    assert fit.outliers_dropped == 1
+    kept = torch.cat([x[:10], x[11:]])
+    train, val = holdout_split(kept, 0.2, seed=0)
+    assert fit.config == sae_config(s, 32, input_scale(train))
+    ref = train_sae(train * fit.config.input_scale, fit.config, x_val=val * fit.config.input_scale, progress=False)
+    assert torch.equal(ref.sae.W_dec, fit.result.sae.W_dec)
+    history, quality, features = sae_tables("m", fit)
+    assert list(history.columns[:2]) == ["model", "step"] and len(history) == len(fit.result.history)
+    q = quality.iloc[0]
+    assert (q["model"], q["kind"], q["d_in"], q["d_sae"], q["k"], q["epochs"]) == ("m", "topk", 32, 64, 4, 2)
+    assert q["outlier_tokens_dropped"] == 1 and q["n_train_tokens"] == len(train) and q["n_val_tokens"] == len(val)
+    assert features["feature"].tolist() == list(range(64))
+    assert torch.equal(torch.tensor(features["firing_rate"].to_numpy()), fit.result.firing_rate.double())

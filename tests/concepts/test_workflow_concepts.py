@@ -1,6 +1,5 @@
 """Real snakemake run of the concept-features targets on the tiny config (random-weight
 models), checked against plain transformers and against the tables' own raw rows."""
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -48,8 +47,10 @@ def test_stimulus_activations_match_plain_transformers(run):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from stages_of_inference.core.models import read_manifest
+
     res = run / "results/tiny-llama"
-    manifest = json.loads((run / "results/models/tiny-llama/manifest.json").read_text())
+    manifest = read_manifest(run / "results/models/tiny-llama/manifest.json")  # the weights folder resolved
     model = AutoModelForCausalLM.from_pretrained(manifest["path"], attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(manifest["path"])
     sentences = pd.read_parquet(res / "concept_sentences.parquet")

@@ -1,8 +1,8 @@
 """Concept features: activations -> selected features -> held-out probe accuracy.
 
 *Activations.* The residual stream entering block ``layer`` (TransformerLens
-``blocks.{layer}.hook_resid_pre``; default the middle block ``n_layers // 2``), read from
-the core engine after one baseline pass (``engine.residual_in(layer)``).
+``blocks.{layer}.hook_resid_pre``; default the middle block ``n_layers // 2``), from the
+core engine's ``run_to(ids, layer)``: blocks 0..layer-1 run, then the pass stops.
 
 * SAE training tokens: seeded corpus windows (``core.corpus``), every position but BOS.
 * Stimulus sentences: ``[BOS] + sentence`` tokens, right-padded in a batch (causal
@@ -34,8 +34,9 @@ would be far too narrow).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import ClassVar, Sequence
+import time
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,35 +44,15 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from ..core.settings import Settings
+from ..core.engine import batched
+from ..core.probes import probe_accuracy
 from .rsa import RSA_METHODS, rsa_scores
+from .settings import ConceptSettings, SAESettings
 
 log = logging.getLogger(__name__)
 
 SPACES = ("raw", "sae")
 METHODS = ("maxact",) + RSA_METHODS
-
-
-@dataclass
-class ConceptSpec(Settings):
-    section: ClassVar[str] = "concepts"
-    shared_keys: ClassVar[frozenset[str]] = frozenset({"sae", "stimuli"})  # the SAE's block; the rule's input
-    concepts: tuple = ("success", "danger")
-    layer: int | None = None
-    window: int = 16
-    top_k: int = 8
-    n_splits: int = 20
-    test_fraction: float = 0.25
-    C: float = 1.0
-    seed: int = 0
-    batch_size: int = 32
-
-    def check(self) -> None:
-        self.concepts = tuple(self.concepts)
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"concepts.test_fraction is {self.test_fraction}; use a value in (0, 1).")
-        if self.n_splits < 2:
-            raise ValueError(f"concepts.n_splits is {self.n_splits}; use at least 2 (intervals need repeats).")
 
 
 def resolve_layer(layer: int | None, n_layers: int) -> int:
@@ -81,6 +62,36 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
     return layer
 
 
+# -- stimuli -------------------------------------------------------------------------------
+SIDES = ((1, "positive"), (0, "negative"))
+
+
+def load_stimuli(files: Sequence[str], concepts: Sequence[str]) -> pd.DataFrame:
+    """The stimulus sentences of ``concepts`` from ``files`` (the rule's input list):
+    ``<concept>_positive.txt`` and ``<concept>_negative.txt``, one sentence a line; line i
+    of both files is a matched pair. Rows: per concept, the positives, then the negatives."""
+    by_name = {Path(f).name: Path(f) for f in files}
+    rows = []
+    for concept in concepts:
+        texts = {}
+        for label, side in SIDES:
+            name = f"{concept}_{side}.txt"
+            path = by_name.get(name)
+            if path is None or not path.exists():
+                raise FileNotFoundError(f"concept {concept!r}: no stimulus file {name} "
+                                        f"({path if path is not None else 'not among the inputs'})")
+            texts[label] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if len(texts[1]) != len(texts[0]):
+            raise ValueError(f"concept {concept!r}: {len(texts[1])} positive but {len(texts[0])} negative "
+                             f"sentences; the files must be line-matched pairs.")
+        for label, _ in SIDES:
+            for pair, text in enumerate(texts[label]):
+                rows.append({"concept": concept, "label": label, "pair_id": pair, "text": text})
+    df = pd.DataFrame(rows)
+    df.insert(0, "sentence_id", np.arange(len(df)))
+    return df
+
+
 # -- activations ---------------------------------------------------------------------------
 def sentence_ids(tokenizer, sentences: Sequence[str]) -> list[list[int]]:
     bos = tokenizer.bos_token_id
@@ -88,75 +99,81 @@ def sentence_ids(tokenizer, sentences: Sequence[str]) -> list[list[int]]:
     return [prefix + tokenizer(s, add_special_tokens=False)["input_ids"] for s in sentences]
 
 
-class _StopForward(Exception):
-    pass
-
-
 @torch.no_grad()
-def residual_upto(engine, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
-    """The residual entering block ``layer`` (what ``engine.baseline(ids)`` followed by
-    ``engine.residual_in(layer)`` returns), without running the blocks after it or the
-    unembedding: a forward pre-hook on that block captures its input and stops the pass.
-    Half the cost of a baseline pass at the middle layer (tested against it).
-    # TODO(lead): a candidate for core.engine (``engine.residual_upto(ids, layer)``).
-    """
-    if getattr(engine, "attn_implementation", None) == "bridge":
-        engine.baseline(input_ids.to(engine.device))
-        return engine.residual_in(layer)
-    captured = {}
-
-    def hook(module, args, kwargs):
-        captured["hidden"] = args[0] if args else kwargs["hidden_states"]
-        raise _StopForward
-
-    handle = engine.blocks[layer].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        engine.model(input_ids=input_ids.to(engine.device), use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    return captured["hidden"]
-
-
-def residual_batches(engine, batches, layer: int):
-    """Yield the residual entering block ``layer`` for each batch of input ids."""
-    for ids in batches:
-        yield residual_upto(engine, ids, layer).float().cpu()
-
-
 def stimulus_patterns(engine, ids: Sequence[Sequence[int]], layer: int, window: int, first: int,
                       batch_size: int = 32, pad_id: int = 0):
     """Token patterns [n, window, d] (zero-padded) and the number of real tokens in each
     window [n], from the residual entering block ``layer``; ``first`` = 1 skips BOS."""
     n = len(ids)
-    out, lengths = None, np.zeros(n, dtype=np.int64)
+    out, lengths = torch.zeros(n, window, engine.d_model), np.zeros(n, dtype=np.int64)
     # batches of similar lengths (less padding); only the first + window tokens are needed
     order = sorted(range(n), key=lambda i: len(ids[i]))
-    starts = list(range(0, n, batch_size))
-    for start in tqdm(starts, desc="stimuli", disable=len(starts) < 4):
-        rows = order[start : start + batch_size]
+
+    def run(start: int, stop: int) -> None:
+        rows = order[start:stop]
         seqs = [list(ids[i])[: first + window] for i in rows]
         batch = torch.full((len(seqs), max(len(q) for q in seqs)), pad_id, dtype=torch.long)
         for j, q in enumerate(seqs):
             batch[j, : len(q)] = torch.tensor(q)
-        resid = residual_upto(engine, batch, layer).float().cpu()
-        if out is None:
-            out = torch.zeros(n, window, resid.shape[-1])
+        resid = engine.run_to(batch.to(engine.device), layer).float().cpu()
         for j, (i, q) in enumerate(zip(rows, seqs)):
             m = len(q) - first
             out[i, :m] = resid[j, first : first + m]
             lengths[i] = m
+
+    with tqdm(total=n, desc="stimuli", disable=n <= 3 * batch_size) as bar:
+        batched(n, batch_size, run, progress=bar)
     return out, lengths
 
 
+@torch.no_grad()
 def corpus_residuals(engine, tokens: torch.Tensor, layer: int, first: int, batch_size: int = 8) -> torch.Tensor:
     """Residual vectors [N * (T - first), d] of corpus windows, every position from ``first``."""
-    chunks = []
-    batches = [tokens[i : i + batch_size] for i in range(0, len(tokens), batch_size)]
-    for resid in tqdm(residual_batches(engine, batches, layer), total=len(batches), desc="corpus"):
-        chunks.append(resid[:, first:].reshape(-1, resid.shape[-1]))
-    return torch.cat(chunks)
+
+    def run(start: int, stop: int) -> torch.Tensor:
+        resid = engine.run_to(tokens[start:stop].to(engine.device), layer).float().cpu()
+        return resid[:, first:].reshape(-1, resid.shape[-1])
+
+    with tqdm(total=len(tokens), desc="corpus") as bar:
+        return torch.cat(batched(len(tokens), batch_size, run, progress=bar))
+
+
+def sae_corpus_residuals(engine, tokenizer, corpus: dict, sae: SAESettings, layer: int) -> tuple[torch.Tensor, dict]:
+    """The SAE's training tokens: residual vectors of ``sae.n_sequences`` corpus windows of
+    ``sae.seq_len`` drawn with ``sae.corpus_seed`` (the ``corpus`` section's source), BOS
+    excluded; and a record of what they are."""
+    from ..core.corpus import CorpusSpec, sample_sequences
+
+    t0 = time.perf_counter()
+    spec = CorpusSpec.from_config({**corpus, "n_sequences": sae.n_sequences, "seq_len": sae.seq_len,
+                                   "seed": sae.corpus_seed})
+    tokens, record = sample_sequences(spec, tokenizer)
+    first = 1 if record["has_bos"] else 0
+    resid = corpus_residuals(engine, tokens, layer, first, sae.batch_size)
+    log.info("%d corpus tokens (%d x %d windows, BOS excluded) in %.1f s", len(resid), *tokens.shape,
+             time.perf_counter() - t0)
+    return resid, {"layer": layer, "n_sequences": len(tokens), "seq_len": tokens.shape[1], "corpus_seed": spec.seed,
+                   "first": first}
+
+
+def stimulus_activations(model: str, engine, tokenizer, sentences: pd.DataFrame, spec: ConceptSettings,
+                         layer: int) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
+    """Token patterns [n, window, d] and real-token counts [n] of the stimulus sentences
+    (:func:`load_stimuli`), and the sentence table with the model, token counts and layer."""
+    t0 = time.perf_counter()
+    first = 1 if tokenizer.bos_token_id is not None else 0
+    ids = sentence_ids(tokenizer, sentences["text"].tolist())
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    patterns, lengths = stimulus_patterns(engine, ids, layer, spec.window, first, spec.batch_size, pad)
+    sentences = sentences.copy()
+    sentences["n_tokens"] = [len(i) - first for i in ids]
+    sentences["window_tokens"] = lengths
+    sentences.insert(0, "model", model)
+    sentences["layer"] = layer
+    log.info("%s: %d stimulus sentences (%s), %.1f tokens on average (window %d) in %.1f s", model,
+             len(sentences), ", ".join(spec.concepts), sentences["n_tokens"].mean(), spec.window,
+             time.perf_counter() - t0)
+    return patterns, lengths, sentences
 
 
 def sae_patterns(sae, patterns: torch.Tensor, lengths: np.ndarray, batch: int = 64) -> torch.Tensor:
@@ -199,24 +216,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return order[:k]
 
 
-def probe_accuracy(x_train, y_train, x_test, y_test, C: float, seed: int) -> tuple[float, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    import sklearn
-
-    # the L1 penalty, as in the seed; scikit-learn >= 1.8 spells penalty="l1" as l1_ratio=1
-    new = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 8)
-    l1 = {"l1_ratio": 1.0} if new else {"penalty": "l1"}
-    clf = make_pipeline(StandardScaler(), LogisticRegression(solver="liblinear", C=C, random_state=seed,
-                                                             max_iter=1000, **l1))
-    clf.fit(x_train, y_train)
-    return float(clf.score(x_train, y_train)), float(clf.score(x_test, y_test))
-
-
-def concept_probes(model: str, concept: str, spaces: dict[str, tuple[torch.Tensor, np.ndarray]],
-                   labels: np.ndarray, pair_ids: np.ndarray, spec: ConceptSpec) -> pd.DataFrame:
+def probe_concept(model: str, concept: str, spaces: dict[str, tuple[torch.Tensor, np.ndarray]],
+                  labels: np.ndarray, pair_ids: np.ndarray, spec: ConceptSettings) -> pd.DataFrame:
     """Every (space, method, split): the selected features and the probe's accuracies.
 
     ``spaces`` maps a space name to (token patterns [n, W, F], window means [n, F]).
@@ -233,7 +234,8 @@ def concept_probes(model: str, concept: str, spaces: dict[str, tuple[torch.Tenso
                 chosen = top_k(scores[method][s], spec.top_k)
                 tr, te = train[s], test[s]
                 acc_train, acc_test = probe_accuracy(means[tr][:, chosen], labels[tr], means[te][:, chosen],
-                                                     labels[te], spec.C, spec.seed + s)
+                                                     labels[te], seed=spec.seed + s, C=spec.C, l1=True,
+                                                     max_iter=1000)
                 rows.append({
                     "model": model, "concept": concept, "space": space, "method": method, "split": s,
                     "k": len(chosen), "n_train": int(tr.sum()), "n_test": int(te.sum()),
@@ -242,6 +244,25 @@ def concept_probes(model: str, concept: str, spaces: dict[str, tuple[torch.Tenso
                     "scores": scores[method][s][chosen].astype(float).tolist(),
                 })
     return pd.DataFrame(rows)
+
+
+def probe_concepts(model: str, patterns: torch.Tensor, lengths: np.ndarray, sentences: pd.DataFrame, sae,
+                   spec: ConceptSettings) -> pd.DataFrame:
+    """:func:`probe_concept` for every concept of ``spec``, in the raw and the SAE space:
+    ``patterns`` [n, W, d] and ``lengths`` [n] are the rows of ``sentences``."""
+    frames = []
+    t0 = time.perf_counter()
+    for concept in spec.concepts:
+        rows = np.flatnonzero(sentences["concept"].to_numpy() == concept)
+        raw = patterns[rows]
+        feats = sae_patterns(sae, raw, lengths[rows])
+        spaces = {"raw": (raw, window_means(raw, lengths[rows])),
+                  "sae": (feats, window_means(feats, lengths[rows]))}
+        assert tuple(spaces) == SPACES
+        frames.append(probe_concept(model, concept, spaces, sentences["label"].to_numpy()[rows],
+                                    sentences["pair_id"].to_numpy()[rows], spec))
+        log.info("%s: concept %r done (%.1f s so far)", model, concept, time.perf_counter() - t0)
+    return pd.concat(frames, ignore_index=True)
 
 
 # -- summaries ---------------------------------------------------------------------------
@@ -317,3 +338,19 @@ def findings(probes: pd.DataFrame) -> pd.DataFrame:
                                  "n_splits": len(values),
                                  "holds": bool(lo > 0), "reversed": bool(hi < 0)})
     return pd.DataFrame(rows)
+
+
+def concept_results(model: str, patterns: torch.Tensor, lengths: np.ndarray, sentences: pd.DataFrame, sae,
+                    spec: ConceptSettings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The per-split probes (:func:`probe_concepts`), their summary per (concept, space,
+    method) and the findings; the summary and the pooled findings are logged."""
+    probes = probe_concepts(model, patterns, lengths, sentences, sae, spec)
+    summary = method_summary(probes)
+    found = findings(probes)
+    for r in summary.itertuples():
+        log.info("%s %-8s %-4s %-19s held-out accuracy %.3f [%.3f, %.3f]", model, r.concept, r.space, r.method,
+                 r.test_accuracy, r.ci_low, r.ci_high)
+    for r in found[found["concept"] == "pooled"].itertuples():
+        log.info("%s finding %-30s difference %+.3f [%+.3f, %+.3f]", model, r.label, r.difference, r.ci_low,
+                 r.ci_high)
+    return probes, summary, found

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..core.plotting import model_palette, save  # noqa: E402
+from ..core.plotting import model_palette, save
 
 METHOD_LABELS = {"maxact": "max activation", "rsa_categorical": "RSA categorical",
                  "rsa_discriminative": "RSA discriminative"}

@@ -2,7 +2,7 @@
 
 Why not ``sae-lens``: sae-lens 6.54.12 (the newest on PyPI when this was written) pins
 ``transformer-lens<4.0.0``; installing it into our environment would downgrade
-transformer-lens 4.3.0 to 3.9.0 and break the TransformerLens 4 bridge the workflow runs on
+transformer-lens 4.3.0 to 3.9.0 and break the package's TransformerLens 4 bridge (core.models, the tests' reference)
 (``pip install --dry-run sae-lens`` in the project venv: "Would install ...
 transformer-lens-3.9.0"). In a throwaway venv it installs, and its ``SAETrainer`` does
 accept a plain iterator of activation tensors (``data_provider``), so the pin is the only
@@ -32,14 +32,18 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-log = logging.getLogger(__name__)
+from .settings import SAE_KINDS as KINDS
+from .settings import SAESettings
 
-KINDS = ("topk", "relu")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -268,3 +272,68 @@ def train_sae(x: torch.Tensor, cfg: SAEConfig, x_val: torch.Tensor | None = None
     log.info("SAE (%s, d_sae=%d): %s", cfg.kind, cfg.d_sae,
              ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in quality.items()))
     return TrainResult(sae=sae, history=history, quality=quality, firing_rate=fired / n_eval)
+
+
+# -- the study's SAE: outliers out, a held-out split, the config from concepts.sae ----------
+def drop_outliers(x: torch.Tensor, outlier_norm: float) -> tuple[torch.Tensor, int]:
+    """Rows of ``x`` whose norm is at most ``outlier_norm`` x the median norm (0 keeps all),
+    and how many were dropped. "Massive activations": a few positions (e.g. after an EOS
+    separator) have residual norms ~100x the median; they would dominate the input scale
+    and the explained variance."""
+    norms = x.norm(dim=1)
+    limit = float(outlier_norm) * float(norms.median())
+    keep = norms <= limit if outlier_norm else torch.ones(len(x), dtype=torch.bool)
+    n_dropped = int((~keep).sum())
+    log.info("%d of %d tokens dropped as outliers (norm > %.0f = %g x median; largest %.0f)", n_dropped, len(x),
+             limit, outlier_norm, float(norms.max()))
+    return x[keep], n_dropped
+
+
+def holdout_split(x: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows): a seeded random ``fraction`` of the rows held out."""
+    g = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(x), generator=g)
+    n_val = int(round(fraction * len(x)))
+    return x[order[n_val:]], x[order[:n_val]]
+
+
+def sae_config(settings: SAESettings, d_in: int, scale: float) -> SAEConfig:
+    """The SAEConfig of ``concepts.sae`` for inputs of width ``d_in`` scaled by ``scale``."""
+    return SAEConfig(d_in=d_in, d_sae=int(settings.expansion) * d_in, kind=settings.kind, k=settings.k,
+                     l1_coeff=settings.l1_coeff, aux_k=settings.aux_k, dead_tokens=settings.dead_tokens,
+                     lr=settings.lr, batch_size=int(settings.batch_size_tokens), epochs=settings.epochs,
+                     seed=settings.seed, input_scale=scale)
+
+
+@dataclass
+class SAEFit:
+    result: TrainResult
+    config: SAEConfig
+    outliers_dropped: int
+    seconds: float
+
+
+def fit_sae(residuals: torch.Tensor, settings: SAESettings, progress: bool = True) -> SAEFit:
+    """Train the study's SAE on residual vectors [N, d]: outliers dropped, a held-out
+    split for quality, inputs scaled by the training rows' :func:`input_scale`."""
+    x, n_outliers = drop_outliers(residuals.float(), settings.outlier_norm)
+    x_train, x_val = holdout_split(x, settings.holdout_fraction, settings.seed)
+    scale = input_scale(x_train)
+    cfg = sae_config(settings, x.shape[1], scale)
+    t0 = time.perf_counter()
+    result = train_sae(x_train * scale, cfg, x_val=x_val * scale, progress=progress)
+    return SAEFit(result=result, config=cfg, outliers_dropped=n_outliers, seconds=time.perf_counter() - t0)
+
+
+def sae_tables(model: str, fit: SAEFit) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The training curve, the one-row quality table and the per-feature firing rates."""
+    cfg = fit.config
+    history = pd.DataFrame(fit.result.history)
+    history.insert(0, "model", model)
+    quality = pd.DataFrame([{"model": model, "kind": cfg.kind, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
+                             "k": cfg.k if cfg.kind == "topk" else None, "epochs": cfg.epochs,
+                             "train_seconds": fit.seconds, "outlier_tokens_dropped": fit.outliers_dropped,
+                             **fit.result.quality}])
+    features = pd.DataFrame({"model": model, "feature": np.arange(cfg.d_sae),
+                             "firing_rate": fit.result.firing_rate.numpy()})
+    return history, quality, features
