@@ -169,8 +169,8 @@ SETTINGS_CLASSES = [
     ("stages_of_inference.casestudies.subjoiner", "SubjoinerSettings", "casestudies.subjoiner"),
     ("stages_of_inference.casestudies.ing", "IngSettings", "casestudies.ing"),
     ("stages_of_inference.seqcont.prompts", "SeqcontSettings", "seqcont"),
-    ("stages_of_inference.concepts.compute", "ConceptSettings", "concepts"),
-    ("stages_of_inference.concepts.sae", "SAEConfig", "concepts.sae"),
+    ("stages_of_inference.concepts.settings", "ConceptSettings", "concepts"),
+    ("stages_of_inference.concepts.settings", "SAESettings", "concepts.sae"),
 ]
 
 

@@ -3,23 +3,34 @@ import pytest
 import yaml
 from pathlib import Path
 
-from stages_of_inference.casestudies.ing import IngSpec
-from stages_of_inference.casestudies.subjoiner import SubjoinerSpec
-from stages_of_inference.concepts.compute import ConceptSpec
-from stages_of_inference.seqcont.prompts import SeqcontSpec
+from stages_of_inference.casestudies.ing import IngSettings as IngSpec
+from stages_of_inference.casestudies.subjoiner import SubjoinerSettings as SubjoinerSpec
+from stages_of_inference.concepts.settings import ConceptSettings as ConceptSpec
+from stages_of_inference.concepts.settings import SAESettings
+from stages_of_inference.seqcont.prompts import SeqcontSettings as SeqcontSpec
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "config/schema.yaml").read_text())
+
+
+def schema_defaults(*path):
+    node = SCHEMA
+    for part in path:
+        node = node["properties"][part]
+    return {key: prop["default"] for key, prop in node["properties"].items() if "default" in prop}
+
+
 SECTIONS = {
-    SubjoinerSpec: DEFAULT["casestudies"]["subjoiner"],
-    IngSpec: DEFAULT["casestudies"]["ing"],
-    SeqcontSpec: DEFAULT["seqcont"],
-    ConceptSpec: DEFAULT["concepts"],
+    SubjoinerSpec: schema_defaults("casestudies", "subjoiner"),
+    IngSpec: schema_defaults("casestudies", "ing"),
+    SeqcontSpec: schema_defaults("seqcont"),
+    ConceptSpec: schema_defaults("concepts"),
+    SAESettings: schema_defaults("concepts", "sae"),
 }
 
 
 @pytest.mark.parametrize("cls", list(SECTIONS), ids=lambda c: c.__name__)
-def test_default_config_round_trips(cls):
+def test_schema_defaults_round_trip(cls):
     spec = cls.from_config(SECTIONS[cls])
     for key, value in SECTIONS[cls].items():
         if key not in cls.shared_keys:
