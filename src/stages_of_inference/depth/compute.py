@@ -14,8 +14,8 @@ For every layer ``l`` and every scored token (BOS skipped):
   centred (as in TransformerLens). ``attn_norm_raw``/``mlp_norm_raw``: uncentred norms.
 * ``lens_kl`` (Fig. 6): logit lens, KL(P_final || P_l) in nats, where P_l applies the
   final norm and the unembedding to the residual stream after block ``l``, taken from
-  the block's ``hook_out`` (never from Hugging Face's ``hidden_states``, whose last entry
-  is already normalised) and P_final is the model's output distribution.
+  ``blocks.l.hook_resid_post`` (never from Hugging Face's ``hidden_states``, whose last
+  entry is already normalised) and P_final is the model's output distribution.
 * ``lens_entropy`` (Fig. 8): entropy of P_l in bits.
 
 The model runs on the core engine (:mod:`stages_of_inference.core.engine`) with eager
@@ -26,15 +26,11 @@ no pattern outlives its layer's forward call.
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
 from ..core.engine import batched, hook_name
 from ..core.metrics import by_row_blocks, entropy_bits, log_probs, rel_depth
-
-log = logging.getLogger(__name__)
 
 N_PREV = 5
 TOKEN_COLUMNS = (
