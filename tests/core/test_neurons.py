@@ -7,6 +7,7 @@ import torch
 
 from conftest import tiny_hf_model
 from stages_of_inference.core import neurons
+from stages_of_inference.core.engine import Engine
 from stages_of_inference.core.models import bridge_from_hf_model
 
 ARCHS = ("llama", "gpt2", "gpt_neox")
@@ -21,6 +22,11 @@ def parts(hf, arch):
         layers = hf.gpt_neox.layers
         return hf.gpt_neox.final_layer_norm, [l.mlp.dense_4h_to_h.weight.T for l in layers], True
     return hf.model.norm, [l.mlp.down_proj.weight.T for l in hf.model.layers], False
+
+
+def decoder_layers(hf, arch):
+    return {"llama": lambda: hf.model.layers, "gpt2": lambda: hf.transformer.h,
+            "gpt_neox": lambda: hf.gpt_neox.layers}[arch]()
 
 
 def manual_fold(hf, arch):
@@ -45,15 +51,22 @@ def with_random_final_norm(hf, arch, seed=0):
     return hf
 
 
-@pytest.mark.parametrize("arch,tied", [("llama", False), ("llama", True), ("gpt2", True), ("gpt_neox", False)])
-def test_folded_weights_match_manual_fold(bpe_tokenizer, arch, tied):
-    hf = tiny_hf_model(arch, bpe_tokenizer)
+def with_tying(hf, tied):
     if tied != hf.config.tie_word_embeddings:  # SmolLM2 ties; the tiny llama does not
         hf.config.tie_word_embeddings = tied
         hf.lm_head.weight = hf.get_input_embeddings().weight
-    hf = with_random_final_norm(hf, arch)
-    bridge = bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer)
-    w_out, w_u = neurons.folded_weights(bridge)
+    return hf
+
+
+FOLD_CASES = [("llama", False), ("llama", True), ("gpt2", True), ("gpt_neox", False)]
+
+
+@pytest.mark.parametrize("arch,tied", FOLD_CASES)
+def test_folded_weights_match_manual_fold(bpe_tokenizer, arch, tied):
+    hf = with_random_final_norm(with_tying(tiny_hf_model(arch, bpe_tokenizer), tied), arch)
+    engine = Engine(copy.deepcopy(hf))
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    w_out, w_u = neurons.folded_weights(engine)
     want_out, want_u = manual_fold(hf, arch)
     assert w_out.shape == (hf.config.num_hidden_layers, want_out.shape[1], hf.config.hidden_size)
     assert w_u.shape == (hf.config.hidden_size, len(bpe_tokenizer))
@@ -63,14 +76,55 @@ def test_folded_weights_match_manual_fold(bpe_tokenizer, arch, tied):
     raw_u = hf.lm_head.weight.detach().T
     assert (w_u - (raw_u - raw_u.mean(1, keepdim=True))).abs().max() > 1e-2
     assert w_u.mean(1).abs().max() < 1e-5
-    # folding leaves the model's next-token distribution unchanged
+    # folding leaves the model's next-token distribution unchanged: the final residual,
+    # normalised without the gain (the norm's output with bias removed and gain divided
+    # out), read by the folded W_U gives the model's log-probabilities
+    norm = parts(hf, arch)[0]
     ids = torch.randint(1, 500, (2, 9), generator=torch.Generator().manual_seed(0))
+    captured = {}
+    handle = decoder_layers(hf, arch)[-1].register_forward_hook(
+        lambda m, a, o: captured.update(x=o[0] if isinstance(o, tuple) else o))
+    try:
+        with torch.no_grad():
+            out = hf(input_ids=ids)
+    finally:
+        handle.remove()
+    bias = getattr(norm, "bias", None)
     with torch.no_grad():
-        got = bridge(ids).log_softmax(-1)
-        want = hf(input_ids=ids).logits.log_softmax(-1)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    # idempotent: a second call does not fold again
-    torch.testing.assert_close(neurons.folded_weights(bridge)[1], w_u)
+        unit = (norm(captured["x"]) - (0 if bias is None else bias)) / norm.weight
+        got = (unit @ w_u).log_softmax(-1)
+    torch.testing.assert_close(got, out.logits.log_softmax(-1), atol=1e-4, rtol=1e-4)
+    # and what a neuron writes, through the folded W_out, is the down projection's output
+    # (centred over d_model for LayerNorm models; the biases are not neurons')
+    act = torch.randn(5, w_out.shape[1], generator=torch.Generator().manual_seed(1))
+    mlp = decoder_layers(hf, arch)[1].mlp
+    proj = {"llama": "down_proj", "gpt2": "c_proj", "gpt_neox": "dense_4h_to_h"}[arch]
+    proj = getattr(mlp, proj)
+    with torch.no_grad():
+        write = proj(act) - (0 if proj.bias is None else proj.bias)
+    if arch != "llama":
+        write = write - write.mean(-1, keepdim=True)
+    torch.testing.assert_close(act @ w_out[1], write, atol=1e-4, rtol=1e-4)
+    # nothing is folded in place: the engine's model is unchanged, a second call is the same
+    for k, v in engine.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    w_out2, w_u2 = neurons.folded_weights(engine)
+    assert torch.equal(w_u2, w_u) and torch.equal(w_out2, w_out)
+    # a transformers model is accepted as well (wrapped in an engine)
+    assert torch.equal(neurons.folded_weights(copy.deepcopy(hf))[1], w_u)
+
+
+@pytest.mark.parametrize("arch,tied", FOLD_CASES)
+def test_folded_weights_equal_transformer_lens_processing(bpe_tokenizer, arch, tied):
+    """The engine's folding equals TransformerLens's own weight processing
+    (``enable_compatibility_mode()``: HookedTransformer's fold_ln, centre_writing_weights,
+    centre_unembed) on the same weights; the bridge is only the reference here."""
+    hf = with_random_final_norm(with_tying(tiny_hf_model(arch, bpe_tokenizer), tied), arch)
+    bridge = bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer)
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    w_out, w_u = neurons.folded_weights(Engine(copy.deepcopy(hf)))
+    torch.testing.assert_close(w_out, bridge.W_out.detach().float().cpu(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w_u, bridge.W_U.detach().float().cpu(), atol=1e-5, rtol=1e-5)
 
 
 def test_moments_match_scipy():
@@ -134,7 +188,7 @@ def test_planted_prediction_and_suppression_neurons(bpe_tokenizer, arch):
     with torch.no_grad():
         for (layer, neuron), c in planted.items():
             w_out[layer][neuron] = c * direction
-    table = neurons.neuron_table(bridge_from_hf_model(copy.deepcopy(hf), bpe_tokenizer), "tiny")
+    table = neurons.neuron_classes(Engine(copy.deepcopy(hf)), "tiny")
     assert list(table.columns) == list(neurons.COLUMNS)
     assert len(table) == hf.config.num_hidden_layers * w_out[0].shape[0]
     row = table.set_index(["layer", "neuron"])

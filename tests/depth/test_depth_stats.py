@@ -1,4 +1,6 @@
-"""Per-layer statistics (Figs. 4-8) against a hand-written pass over plain transformers."""
+"""Per-layer statistics (Figs. 4-8) on the core engine against a hand-written pass over
+plain transformers with hand-placed PyTorch hooks."""
+import copy
 import math
 
 import numpy as np
@@ -6,12 +8,17 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import tiny_hf_model
+from stages_of_inference.core.engine import Engine, parse_hook_name
 from stages_of_inference.depth.compute import (
     extract_layer_stats,
+    hook_names,
     lens_stats,
+    neuron_type_counts,
     norm_ratio,
     prev_token_attention,
     summarise_layer_stats,
+    table2_frame,
 )
 
 
@@ -72,24 +79,33 @@ def test_norm_ratio_delta_method():
     assert se == pytest.approx(np.std(boot), rel=0.2)
 
 
-# -- the whole pass against plain transformers -----------------------------------------------
+# -- the whole pass on the engine against plain transformers ---------------------------------
 
 
 def hf_modules(hf, arch):
-    """(decoder layers, attention module name, mlp module name, final norm, LayerNorm?)."""
+    """(decoder layers, attention output projection name path, MLP down projection name path,
+    final norm, LayerNorm?), by each architecture's own attribute names."""
     if arch == "gpt2":
-        return hf.transformer.h, "attn", "mlp", hf.transformer.ln_f, True
+        return hf.transformer.h, ("attn", "c_proj"), ("mlp", "c_proj"), hf.transformer.ln_f, True
     if arch == "gpt_neox":
-        return hf.gpt_neox.layers, "attention", "mlp", hf.gpt_neox.final_layer_norm, True
-    return hf.model.layers, "self_attn", "mlp", hf.model.norm, False
+        return hf.gpt_neox.layers, ("attention", "dense"), ("mlp", "dense_4h_to_h"), hf.gpt_neox.final_layer_norm, True
+    return hf.model.layers, ("self_attn", "o_proj"), ("mlp", "down_proj"), hf.model.norm, False
+
+
+def _module(layer, path):
+    for name in path:
+        layer = getattr(layer, name)
+    return layer
 
 
 def hand_stats(hf, arch, ids, first=1):
-    """Independent computation with plain transformers: attention weights from
-    output_attentions, block outputs from forward hooks on the HF modules, the residual
-    stream from output_hidden_states (whose last entry is already normalised, so the last
-    block's residual is rebuilt from its inputs and outputs)."""
-    layers, attn_name, mlp_name, final_norm, layer_norm = hf_modules(hf, arch)
+    """Independent computation with plain transformers and hand-placed PyTorch hooks:
+    attention weights from ``output_attentions``, what attention and the MLP write from
+    forward hooks on their output projections (o_proj / c_proj / dense, down_proj / c_proj /
+    dense_4h_to_h), the residual stream after each block from forward hooks on the decoder
+    layers (checked against ``output_hidden_states`` and against the sum of the inputs and
+    writes), the formulas written out here."""
+    layers, attn_path, mlp_path, final_norm, layer_norm = hf_modules(hf, arch)
     writes = {}
 
     def grab(key):
@@ -100,18 +116,23 @@ def hand_stats(hf, arch, ids, first=1):
 
     handles = []
     for i, layer in enumerate(layers):
-        handles.append(getattr(layer, attn_name).register_forward_hook(grab(("attn", i))))
-        handles.append(getattr(layer, mlp_name).register_forward_hook(grab(("mlp", i))))
-    with torch.no_grad():
-        out = hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
-    for h in handles:
-        h.remove()
+        handles.append(_module(layer, attn_path).register_forward_hook(grab(("attn", i))))
+        handles.append(_module(layer, mlp_path).register_forward_hook(grab(("mlp", i))))
+        handles.append(layer.register_forward_hook(grab(("resid", i))))
+    try:
+        with torch.no_grad():
+            out = hf(input_ids=ids, output_hidden_states=True, output_attentions=True, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
     n = len(layers)
     hs = [h.double() for h in out.hidden_states]
     resid = []
     for i in range(n):
-        post = hs[i] + writes[("attn", i)] + writes[("mlp", i)]  # parallel or sequential
-        if i < n - 1:
+        post = writes[("resid", i)]
+        # the block's output is its input plus the two writes (parallel or sequential)
+        torch.testing.assert_close(post, hs[i] + writes[("attn", i)] + writes[("mlp", i)], atol=1e-4, rtol=1e-4)
+        if i < n - 1:  # HF's last hidden state is already normalised
             torch.testing.assert_close(post, hs[i + 1], atol=1e-4, rtol=1e-4)
         resid.append(post)
     final_lp = torch.log_softmax(out.logits.double(), -1)
@@ -138,6 +159,16 @@ def hand_stats(hf, arch, ids, first=1):
     return pd.DataFrame(rows), out.logits
 
 
+ARCHS = ("llama", "gpt2", "gpt_neox")
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def tiny(request, bpe_tokenizer):
+    """(independent plain HF model, eager engine over a copy of it, arch)."""
+    hf = tiny_hf_model(request.param, bpe_tokenizer)
+    return hf, Engine(copy.deepcopy(hf), attn_implementation="eager"), request.param
+
+
 @pytest.fixture(scope="module")
 def ids():
     g = torch.Generator().manual_seed(2)
@@ -146,9 +177,19 @@ def ids():
     return ids
 
 
-def test_layer_stats_match_hand_computation(tiny_pair, ids):
-    hf, bridge, arch = tiny_pair
-    got = extract_layer_stats(bridge, ids, batch_size=2, first=1, progress=False)
+def test_hook_names_are_the_engines():
+    """One vocabulary: every hook the study uses is an engine hook point."""
+    names = hook_names(3)
+    assert set(names) == {"pattern", "attn_out", "mlp_out", "resid_post"}
+    for layer_names in names.values():
+        assert [parse_hook_name(n)[0] for n in layer_names] == [0, 1, 2]
+    assert names["attn_out"][1] == "blocks.1.hook_attn_out"
+    assert names["pattern"][2] == "blocks.2.attn.hook_pattern"
+
+
+def test_layer_stats_match_hand_computation(tiny, ids):
+    hf, engine, arch = tiny
+    got = extract_layer_stats(engine, ids, batch_size=2, first=1, progress=False)
     want, logits = hand_stats(hf, arch, ids, first=1)
     n = hf.config.num_hidden_layers
     assert len(got) == n * ids.shape[0] * (ids.shape[1] - 1)
@@ -171,15 +212,18 @@ def test_layer_stats_match_hand_computation(tiny_pair, ids):
         assert (got["mlp_norm"] < got["mlp_norm_raw"]).any()
 
 
-def test_double_normalisation_pitfall_is_avoided(tiny_pair, ids):
+def test_sdpa_engine_is_refused(tiny, ids):
+    """Attention patterns need eager attention: an sdpa engine fails loudly."""
+    hf, _, _ = tiny
+    with pytest.raises(ValueError, match="eager"):
+        extract_layer_stats(Engine(copy.deepcopy(hf), attn_implementation="sdpa"), ids, progress=False)
+
+
+def test_double_normalisation_pitfall_is_avoided(tiny, ids):
     """Applying the final norm again to HF's last hidden state (already normalised) gives a
     different distribution once the norm has non-trivial weights; the lens at the last
     layer must equal the model's own output."""
-    import copy
-
-    from stages_of_inference.core.models import bridge_from_hf_model
-
-    hf, bridge, arch = tiny_pair
+    hf, _, arch = tiny
     hf = copy.deepcopy(hf)
     layers, _, _, final_norm, _ = hf_modules(hf, arch)
     g = torch.Generator().manual_seed(0)
@@ -189,24 +233,45 @@ def test_double_normalisation_pitfall_is_avoided(tiny_pair, ids):
         twice = hf.lm_head(final_norm(out.hidden_states[-1]))
     double_kl = torch.nn.functional.kl_div(twice.log_softmax(-1), out.logits.log_softmax(-1),
                                            log_target=True, reduction="none").sum(-1)[:, 1:]
-    bridge = bridge_from_hf_model(copy.deepcopy(hf), bridge.tokenizer)
-    got = extract_layer_stats(bridge, ids, batch_size=3, first=1, progress=False)
+    engine = Engine(copy.deepcopy(hf), attn_implementation="eager")
+    got = extract_layer_stats(engine, ids, batch_size=3, first=1, progress=False)
     last = got[got["layer"] == len(layers) - 1]
     assert last["lens_kl"].max() < 1e-4 < double_kl.mean()
 
 
-def test_streaming_batches_agree(tiny_pair, ids):
-    _, bridge, _ = tiny_pair
-    a = extract_layer_stats(bridge, ids, batch_size=1, first=1, progress=False)
-    b = extract_layer_stats(bridge, ids, batch_size=3, first=1, progress=False)
+def test_streaming_batches_agree(tiny, ids):
+    _, engine, _ = tiny
+    a = extract_layer_stats(engine, ids, batch_size=1, first=1, progress=False)
+    b = extract_layer_stats(engine, ids, batch_size=3, first=1, progress=False)
     pd.testing.assert_frame_equal(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_summary(tiny_pair, ids):
-    _, bridge, _ = tiny_pair
-    df = extract_layer_stats(bridge, ids, batch_size=3, first=1, progress=False)
+def test_out_of_memory_halves_the_batch(tiny, ids, monkeypatch):
+    """A CUDA out-of-memory error on a batch of more than one sequence is retried at half
+    the size (core.engine.batched); the table is the same."""
+    from stages_of_inference.depth import compute
+
+    _, engine, _ = tiny
+    want = extract_layer_stats(engine, ids, batch_size=1, first=1, progress=False)
+    real, sizes = compute.batch_stats, []
+
+    def flaky(engine, input_ids, first=1):
+        sizes.append(input_ids.shape[0])
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(engine, input_ids, first)
+
+    monkeypatch.setattr(compute, "batch_stats", flaky)
+    got = extract_layer_stats(engine, ids, batch_size=2, first=1, progress=False)
+    assert sizes == [2, 1, 1, 1]
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_summary(tiny, ids):
+    _, engine, _ = tiny
+    df = extract_layer_stats(engine, ids, batch_size=3, first=1, progress=False)
     df.insert(0, "model", "tiny")
-    n = bridge.cfg.n_layers
+    n = engine.n_layers
     s = summarise_layer_stats(df, n)
     assert list(s["layer"]) == list(range(n))
     np.testing.assert_allclose(s["rel_depth"], np.arange(n) / (n - 1))
@@ -217,10 +282,37 @@ def test_summary(tiny_pair, ids):
     assert row["attn_mlp_ratio_mean"] == pytest.approx(g["attn_norm"].mean() / g["mlp_norm"].mean())
 
 
+# -- Figure 6's counts, Table 2, and the figure rules ------------------------------------------
+
+
+def test_neuron_type_counts_use_the_summarys_layers():
+    """Counts per layer for every layer of each model (from the summary's n_layers, so
+    trailing layers without classified neurons count 0), with relative depth."""
+    summary = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 3, "layer": [0, 1, 2, 3, 0, 1, 2],
+                            "n_layers": [4] * 4 + [3] * 3})
+    neurons = pd.DataFrame({"model": ["a", "a", "a", "b", "b"], "layer": [0, 0, 1, 0, 0],
+                            "neuron": [0, 1, 0, 0, 1],
+                            "type": ["prediction", "suppression", "prediction", "other", "prediction"]})
+    counts = neuron_type_counts(summary, neurons)
+    assert list(counts["model"]) == ["a"] * 4 + ["b"] * 3
+    assert list(counts["layer"]) == [0, 1, 2, 3, 0, 1, 2]
+    assert list(counts["prediction"]) == [1, 1, 0, 0, 1, 0, 0]
+    assert list(counts["suppression"]) == [1, 0, 0, 0, 0, 0, 0]
+    np.testing.assert_allclose(counts["rel_depth"], [0, 1 / 3, 2 / 3, 1, 0, 0.5, 1])
+
+
+def test_table2_frame_keeps_order_and_columns():
+    rows = [{"model": "b", "family": "F", "parameters": 10, "layers": 2, "d_model": 8, "heads": 2, "extra": 1},
+            {"heads": 4, "d_model": 16, "layers": 3, "parameters": 20, "family": "G", "model": "a"}]
+    table = table2_frame(rows)
+    assert list(table.columns) == ["model", "family", "parameters", "layers", "d_model", "heads"]
+    assert list(table["model"]) == ["b", "a"] and list(table["heads"]) == [2, 4]
+
+
 def test_figures_and_table2_render(tmp_path):
     """The figure functions draw every model from tables alone (no model is run)."""
-    from stages_of_inference.depth.rules import figure, table2
     from stages_of_inference.core.io import write_json
+    from stages_of_inference.depth.rules import plot_depth, table2
 
     rows, neurons = [], []
     for model, n, scale in (("a", 4, 1.0), ("b", 7, 100.0)):
@@ -245,9 +337,9 @@ def test_figures_and_table2_render(tmp_path):
                     "heads": 2}, infos[-1])
     for n in (4, 5, 6, 7, 8):
         out = tmp_path / f"fig{n}.pdf"
-        figure(n, summaries, out, neuron_tables=tables if n == 6 else ())
+        plot_depth(number=n, summaries=summaries, neurons=tables if n == 6 else [], out_pdf=out)
         assert out.read_bytes()[:5] == b"%PDF-" and out.stat().st_size > 5_000
-    table2(infos, tmp_path / "t.csv", tmp_path / "t.md")
+    table2(infos=infos, out_csv=tmp_path / "t.csv", out_md=tmp_path / "t.md")
     assert list(pd.read_csv(tmp_path / "t.csv").columns) == ["model", "family", "parameters", "layers",
                                                             "d_model", "heads"]
     assert "1.2M" in (tmp_path / "t.md").read_text()

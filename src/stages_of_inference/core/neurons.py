@@ -135,7 +135,8 @@ def neuron_classes(engine, model: str, device: str = "cpu") -> "pd.DataFrame":  
         skew, kurt = layer_moments(w_out[layer].to(device), w_u_unit)
         n = len(skew)
         frames.append(layer_frame(model, layer, n, skew=skew, kurtosis=kurt, type=classify(skew, kurt)))
-        log.info("%s layer %d: %s", model, layer, dict(zip(*np.unique(frames[-1]["type"], return_counts=True))))
+        kinds, counts = np.unique(frames[-1]["type"], return_counts=True)
+        log.info("%s layer %d: %s", model, layer, {str(k): int(c) for k, c in zip(kinds, counts)})
     return pd.concat(frames, ignore_index=True)
 
 

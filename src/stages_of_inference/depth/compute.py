@@ -14,23 +14,23 @@ For every layer ``l`` and every scored token (BOS skipped):
   centred (as in TransformerLens). ``attn_norm_raw``/``mlp_norm_raw``: uncentred norms.
 * ``lens_kl`` (Fig. 6): logit lens, KL(P_final || P_l) in nats, where P_l applies the
   final norm and the unembedding to the residual stream after block ``l``, taken from
-  the block's ``hook_out`` (never from Hugging Face's ``hidden_states``, whose last entry
-  is already normalised) and P_final is the model's output distribution.
+  ``blocks.l.hook_resid_post`` (never from Hugging Face's ``hidden_states``, whose last
+  entry is already normalised) and P_final is the model's output distribution.
 * ``lens_entropy`` (Fig. 8): entropy of P_l in bits.
 
-The corpus is streamed batch by batch; each batch's attention patterns are reduced to
-the statistic inside the hook, so no pattern outlives its layer's forward call.
+The model runs on the core engine (:mod:`stages_of_inference.core.engine`) with eager
+attention, hooked at ``blocks.l.attn.hook_pattern``, ``blocks.l.hook_attn_out``,
+``blocks.l.hook_mlp_out`` and ``blocks.l.hook_resid_post``. The corpus is streamed batch by
+batch; each batch's attention patterns are reduced to the statistic inside the hook, so
+no pattern outlives its layer's forward call.
 """
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import torch
 
-from ..core.metrics import by_row_blocks, entropy_bits, log_probs
-
-log = logging.getLogger(__name__)
+from ..core.engine import batched, hook_name
+from ..core.metrics import by_row_blocks, entropy_bits, log_probs, rel_depth
 
 N_PREV = 5
 TOKEN_COLUMNS = (
@@ -91,57 +91,54 @@ def lens_stats(lens_logits: torch.Tensor, final_lp: torch.Tensor,
     return kl, entropy_bits(lp)
 
 
-def centres_writes(bridge) -> bool:
-    """Whether the model's norms are LayerNorms (which ignore the all-ones direction)."""
-    return str(getattr(bridge.cfg, "normalization_type", "")).upper().startswith("LN")
-
-
 # -- the hooked forward pass ---------------------------------------------------------------
+
+SITES = {  # statistic -> the engine's hook site (core.engine, TransformerLens names)
+    "pattern": "attn.hook_pattern",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "resid_post": "hook_resid_post",
+}
 
 
 def hook_names(n_layers: int) -> dict[str, list[str]]:
-    """TransformerBridge (TransformerLens 4.3) hook points used, per statistic."""
-    return {
-        "pattern": [f"blocks.{i}.attn.hook_pattern" for i in range(n_layers)],
-        "attn_out": [f"blocks.{i}.attn.hook_out" for i in range(n_layers)],
-        "mlp_out": [f"blocks.{i}.mlp.hook_out" for i in range(n_layers)],
-        "resid_post": [f"blocks.{i}.hook_out" for i in range(n_layers)],
-    }
+    """The engine's hook points used, per statistic: ``{key of SITES: [name per layer]}``."""
+    return {key: [hook_name(i, site) for i in range(n_layers)] for key, site in SITES.items()}
 
 
 @torch.no_grad()
-def batch_stats(bridge, input_ids: torch.Tensor, first: int = 1) -> dict[str, torch.Tensor]:
+def batch_stats(engine, input_ids: torch.Tensor, first: int = 1) -> dict[str, torch.Tensor]:
     """Every statistic for one batch: ``{column: [n_layers, batch, T - first]}`` (CPU).
 
-    Attention patterns and output norms are reduced inside their hooks; the residual
-    stream after each block (``[B, T, d_model]`` per layer, small) is kept until the
-    final distribution is known, then put through the logit lens one layer at a time.
+    ``engine`` is a :class:`~stages_of_inference.core.engine.Engine` built with
+    ``attn_implementation="eager"`` (attention patterns are hooked). Attention patterns
+    and output norms are reduced inside their hooks; the residual stream after each block
+    (``[B, T, d_model]`` per layer, small) is kept until the final distribution is known,
+    then put through the logit lens (:meth:`Engine.unembed`: final norm + unembedding)
+    one layer at a time.
     """
-    n_layers = bridge.cfg.n_layers
+    n_layers = engine.n_layers
     names = hook_names(n_layers)
-    centre = centres_writes(bridge)
+    centre = engine.layernorm  # LayerNorms ignore the all-ones direction
     out = {col: [None] * n_layers for col in TOKEN_COLUMNS}
     resid: list[torch.Tensor | None] = [None] * n_layers
 
     def pattern_hook(layer):
-        def hook(pattern, hook):
+        def hook(pattern):
             out["prev5_attn"][layer] = prev_token_attention(pattern)[:, first:]
-            return pattern
 
         return hook
 
     def norm_hook(layer, kind):
-        def hook(x, hook):
+        def hook(x):
             out[f"{kind}_norm"][layer] = write_norm(x, centre)[:, first:]
             out[f"{kind}_norm_raw"][layer] = write_norm(x, False)[:, first:]
-            return x
 
         return hook
 
     def resid_hook(layer):
-        def hook(x, hook):
+        def hook(x):
             resid[layer] = x[:, first:].detach()
-            return x
 
         return hook
 
@@ -153,7 +150,7 @@ def batch_stats(bridge, input_ids: torch.Tensor, first: int = 1) -> dict[str, to
             (names["mlp_out"][i], norm_hook(i, "mlp")),
             (names["resid_post"][i], resid_hook(i)),
         ]
-    logits = bridge.run_with_hooks(input_ids, fwd_hooks=hooks)
+    logits = engine.forward(input_ids, hooks, positions=slice(first, None))
     missing = [col for col, layers in out.items() if col[:4] != "lens" and any(v is None for v in layers)]
     if missing or any(r is None for r in resid):
         raise RuntimeError(
@@ -161,48 +158,38 @@ def batch_stats(bridge, input_ids: torch.Tensor, first: int = 1) -> dict[str, to
             f"expose {', '.join(v[0] for v in names.values())}? (eager attention is needed "
             f"for attention patterns)"
         )
-    final_lp = log_probs(logits[:, first:])
+    final_lp = log_probs(logits)
     del logits
     for i in range(n_layers):
-        lens_logits = bridge.unembed(bridge.ln_final(resid[i]))
+        lens_logits = engine.unembed(resid[i])
         out["lens_kl"][i], out["lens_entropy"][i] = lens_stats(lens_logits, final_lp)
         resid[i] = None
         del lens_logits
     return {col: torch.stack(layers).float().cpu() for col, layers in out.items()}
 
 
-def extract_layer_stats(bridge, tokens: torch.Tensor, *, batch_size: int = 8, first: int = 1,
+def extract_layer_stats(engine, tokens: torch.Tensor, *, batch_size: int = 8, first: int = 1,
                         progress: bool = True):
-    """Stream ``tokens`` ``[n_seq, T]`` through the model; tidy per-token ``DataFrame`` with
-    columns ``seq, pos, layer`` and :data:`TOKEN_COLUMNS`."""
+    """Stream ``tokens`` ``[n_seq, T]`` through ``engine`` (eager attention) in batches
+    (:func:`~stages_of_inference.core.engine.batched`, which halves the batch on CUDA
+    out-of-memory); tidy per-token ``DataFrame`` with columns ``layer, seq, pos`` and
+    :data:`TOKEN_COLUMNS`, rows ordered (layer, seq, pos)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    device = next(bridge.original_model.parameters()).device
+    device = engine.device
     n_seq, seq_len = tokens.shape
-    n_layers = bridge.cfg.n_layers
-    parts: list[dict[str, np.ndarray]] = []
-    bar = tqdm(total=n_seq, desc="layer stats", unit="seq", disable=not progress)
-    start = 0
-    while start < n_seq:
-        stop = min(start + batch_size, n_seq)
-        try:
-            stats = batch_stats(bridge, tokens[start:stop].to(device), first)
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            torch.cuda.empty_cache()
-            log.warning("CUDA out of memory: retrying with batch_size=%d", batch_size)
-            continue
-        parts.append({col: v.numpy() for col, v in stats.items()})  # [L, b, P]
-        bar.update(stop - start)
-        start = stop
-    bar.close()
+    n_layers = engine.n_layers
+
+    def run(start: int, stop: int) -> dict[str, np.ndarray]:
+        stats = batch_stats(engine, tokens[start:stop].to(device), first)
+        return {col: v.numpy() for col, v in stats.items()}  # [L, b, P]
+
+    with tqdm(total=n_seq, desc="layer stats", unit="seq", disable=not progress) as bar:
+        parts = batched(n_seq, batch_size, run, progress=bar)
     n_pos = seq_len - first
-    # rows ordered (layer, seq, pos)
     cols = {col: np.concatenate([p[col] for p in parts], axis=1).reshape(-1) for col in TOKEN_COLUMNS}
-    df = pd.DataFrame(
+    return pd.DataFrame(
         {
             "layer": np.repeat(np.arange(n_layers, dtype=np.int32), n_seq * n_pos),
             "seq": np.tile(np.repeat(np.arange(n_seq, dtype=np.int32), n_pos), n_layers),
@@ -210,7 +197,6 @@ def extract_layer_stats(bridge, tokens: torch.Tensor, *, batch_size: int = 8, fi
             **cols,
         }
     )
-    return df
 
 
 # -- per-layer summary -----------------------------------------------------------------------
@@ -236,7 +222,7 @@ def summarise_layer_stats(df, n_layers: int):
     summary["attn_mlp_ratio_mean"] = [r[0] for r in ratios]
     summary["attn_mlp_ratio_se"] = [r[1] for r in ratios]
     summary["n_layers"] = n_layers
-    summary["rel_depth"] = summary["layer"] / max(n_layers - 1, 1)
+    summary["rel_depth"] = rel_depth(summary["layer"], n_layers)
     return summary
 
 
@@ -252,3 +238,31 @@ def norm_ratio(a: np.ndarray, m: np.ndarray) -> tuple[float, float]:
     cov = np.cov(a, m, ddof=1)
     var = (cov[0, 0] / ma**2 + cov[1, 1] / mm**2 - 2 * cov[0, 1] / (ma * mm)) * ratio**2 / n
     return float(ratio), float(np.sqrt(max(var, 0.0)))
+
+
+# -- Figure 6's neuron counts and Table 2 ------------------------------------------------------
+
+TABLE2_COLUMNS = ("model", "family", "parameters", "layers", "d_model", "heads")
+
+
+def neuron_type_counts(summary, neurons):
+    """Figure 6's right axis: per (model, layer) the number of prediction and suppression
+    neurons (:func:`~stages_of_inference.core.neurons.type_counts`), with each model's
+    layer count taken from its layer-statistics ``summary`` (so layers without any
+    classified neuron count 0) and relative depth."""
+    import pandas as pd
+
+    from ..core.neurons import type_counts
+
+    n_layers = summary.groupby("model")["n_layers"].first()
+    return pd.concat(
+        [type_counts(g, int(n_layers[model])) for model, g in neurons.groupby("model", sort=False)],
+        ignore_index=True,
+    )
+
+
+def table2_frame(rows):
+    """Table 2 from the models' rows (``core.models.model_table_row`` dicts), in order."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))[list(TABLE2_COLUMNS)]
