@@ -41,7 +41,7 @@ def test_tiny_workflow_total_effect_matches_plain_transformers(tiny_self_repair)
     work = tiny_self_repair
     manifest = json.loads((work / "results/models/tiny-llama/manifest.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(manifest["path"], attn_implementation="eager").eval()
-    tokens = torch.load(work / "results/tiny-llama/tokens.pt")[:4, :16]
+    tokens = torch.load(work / "results/tiny-llama/corpus.pt")[:4, :16]
     df = pd.read_parquet(work / "results/tiny-llama/self_repair_tokens.parquet")
     layer, head, dh = 2, 3, 16
     clean = HandRun(model, "llama", tokens)

@@ -20,14 +20,14 @@ from stages_of_inference.seqcont.compute import (
     MLP, TaskBatch, component_effects, corrupted_means, find_circuit, logit_diff, overlap,
     successor_scores, task_metrics,
 )
-from stages_of_inference.seqcont.prompts import SeqcontSpec, item_token, make_prompts
+from stages_of_inference.seqcont.prompts import SeqcontSettings, item_token, make_prompts
 
 PLANT_LAYER, PLANT_HEAD = 1, 2
 
 
 def digit_prompts(tokenizer, **kw):
     # "1 2 3 4 " (space-separated: the planted head reads the token just before the last)
-    spec = SeqcontSpec(tasks=["digits"], circuit_tasks=[], n_items=4, n_prompts=8, separator=" ", **kw)
+    spec = SeqcontSettings(tasks=["digits"], circuit_tasks=[], n_items=4, n_prompts=8, separator=" ", **kw)
     prompts, _ = make_prompts(tokenizer, spec)
     assert len(prompts) == 5
     return prompts

@@ -4,7 +4,7 @@ space, number words / months / weekdays single tokens) and a 512-token byte-leve
 import pytest
 
 from stages_of_inference.seqcont.prompts import (
-    CYCLIC, FAMILIES, TASKS, SeqcontSpec, make_prompts, task_parts,
+    CYCLIC, FAMILIES, TASKS, SeqcontSettings, make_prompts, task_parts,
 )
 
 
@@ -17,7 +17,7 @@ def n_word_tokens(tokenizer, word):
 @pytest.fixture(scope="module", params=["smol", "bpe"])
 def generated(request, smol_tokenizer, bpe_tokenizer):
     tok = smol_tokenizer if request.param == "smol" else bpe_tokenizer
-    spec = SeqcontSpec(tasks=list(TASKS), n_prompts=6)
+    spec = SeqcontSettings(tasks=list(TASKS), n_prompts=6)
     assert spec.separator == ", " and spec.n_items == 3
     prompts, counts = make_prompts(tok, spec)
     return request.param, tok, spec, prompts, counts
@@ -83,17 +83,17 @@ def test_prompts_are_single_token_and_equal_length(generated):
 
 
 def test_seeded_and_recorded(smol_tokenizer):
-    spec = SeqcontSpec(tasks=["digits_words", "months"], n_prompts=4, seed=3)
+    spec = SeqcontSettings(tasks=["digits_words", "months"], n_prompts=4, seed=3)
     a, _ = make_prompts(smol_tokenizer, spec)
     b, _ = make_prompts(smol_tokenizer, spec)
     assert a.drop(columns=["items", "corrupt_items", "input_ids", "corrupt_ids"]).equals(
         b.drop(columns=["items", "corrupt_items", "input_ids", "corrupt_ids"]))
-    c, _ = make_prompts(smol_tokenizer, SeqcontSpec(tasks=["digits_words", "months"], n_prompts=4, seed=4))
+    c, _ = make_prompts(smol_tokenizer, SeqcontSettings(tasks=["digits_words", "months"], n_prompts=4, seed=4))
     assert list(a["corrupt_text"]) != list(c["corrupt_text"])
 
 
 def test_repeat_last_corruption(smol_tokenizer):
-    spec = SeqcontSpec(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last", separator=" ")
+    spec = SeqcontSettings(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last", separator=" ")
     p, _ = make_prompts(smol_tokenizer, spec)
     assert len(p)
     for r in p.itertuples():
@@ -103,6 +103,6 @@ def test_repeat_last_corruption(smol_tokenizer):
 
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="planets"):
-        SeqcontSpec.from_config({"tasks": ["planets"]})
+        SeqcontSettings.from_config({"tasks": ["planets"]})
     with pytest.raises(ValueError, match="corruption"):
-        SeqcontSpec.from_config({"corruption": "shuffle"})
+        SeqcontSettings.from_config({"corruption": "shuffle"})
