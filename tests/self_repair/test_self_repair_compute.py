@@ -218,7 +218,7 @@ def test_last_layer_has_only_final_norm_repair(bpe_tokenizer):
         assert last["sr_norm"].abs().mean() > 1e-5
 
 
-def test_neuron_table_sums_to_mlp_repair(bpe_tokenizer):
+def test_anti_erasure_neurons_sum_to_mlp_repair(bpe_tokenizer):
     """Every neuron's repair, summed over all later neurons, is the MLP part of the
     self-repair on the head's top tokens."""
     model = tiny_hf_model("llama", bpe_tokenizer, seed=7)
@@ -232,3 +232,80 @@ def test_neuron_table_sums_to_mlp_repair(bpe_tokenizer):
     first = res.neurons[res.neurons["rank"] == 0]
     assert (first["neuron_layer"] >= first["layer"]).all()
     assert (res.neurons.groupby(["layer", "head"])["repair"].apply(lambda r: r.is_monotonic_decreasing)).all()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@torch.no_grad()
+def test_final_readout_matches_hand_formula(bpe_tokenizer, arch):
+    """core.norms.NormReadout of the final norm: ũ and s as by hand (RMSNorm, LayerNorm)."""
+    from stages_of_inference.self_repair.compute import final_readout, target_directions
+
+    model = tiny_hf_model(arch, bpe_tokenizer, seed=8)
+    tokens = tokens_for(model)
+    clean = HandRun(model, arch, tokens)
+    x = clean.final[:, 1:]
+    targets = clean.logits[:, 1:].argmax(-1)
+    engine = Engine(model)
+    readout = final_readout(engine, x)
+    assert readout.kind == ("layernorm(g)" if arch == "gpt2" else "rmsnorm(g)")
+    u, s = hand_readout(model, arch, x, targets)
+    torch.testing.assert_close(target_directions(engine, readout, targets), u, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(readout.scale(x), s, atol=1e-6, rtol=1e-5)
+    # x·ũ / s + const is the model's target logit up to a per-token constant of the target
+    # (the norm's bias read by W_U, zero for RMSNorm)
+    logit = clean.logits[:, 1:].gather(-1, targets[..., None])[..., 0]
+    const = logit - (x * u).sum(-1) / s
+    bias = getattr(PARTS[arch][2](model), "bias", None)
+    want = (model.lm_head.weight[targets] * bias).sum(-1) if bias is not None else torch.zeros_like(const)
+    torch.testing.assert_close(const, want, atol=1e-4, rtol=1e-4)
+
+
+def test_anti_erasure_neurons_ranks_and_decodes():
+    """The per-head top-k of accumulated neuron repair (layers >= the head's), divided by
+    the head's number of top tokens; flat indices decoded to (neuron_layer, neuron)."""
+    import pandas as pd
+
+    from stages_of_inference.self_repair.compute import anti_erasure_neurons
+
+    n, n_heads, d_mlp = 3, 2, 4
+    g = torch.Generator().manual_seed(0)
+    acc = torch.randn(n, n_heads, n, d_mlp, generator=g)
+    heads = pd.DataFrame([dict(layer=L, head=h, n_top=2 + h, de=1.5 + L, sr_mlp=0.5 - h)
+                          for L in range(n) for h in range(n_heads)])
+    table = anti_erasure_neurons(acc, heads, k=3)
+    assert len(table) == n * n_heads * 3
+    for (L, h), rows in table.groupby(["layer", "head"]):
+        later = acc[L, h, L:] / (2 + h)  # [n - L, d_mlp]
+        want = sorted(((float(later[i, j]), L + i, j) for i in range(n - L) for j in range(d_mlp)), reverse=True)[:3]
+        assert rows["rank"].tolist() == [0, 1, 2]
+        np.testing.assert_allclose(rows["repair"], [w[0] for w in want], rtol=1e-6)
+        assert list(zip(rows["neuron_layer"], rows["neuron"])) == [(w[1], w[2]) for w in want]
+        np.testing.assert_allclose(rows["frac_of_de"], rows["repair"] / (1.5 + L), rtol=1e-6)
+        np.testing.assert_allclose(rows["frac_of_mlp"], rows["repair"] / (0.5 - h), rtol=1e-6)
+
+
+def test_self_repair_study_selects_tokens_and_labels_tables(bpe_tokenizer):
+    """The rule's study: the first n_sequences x seq_len tokens, the section's settings,
+    and the model / n_layers / ablation / target columns; numbers = run_self_repair's."""
+    from stages_of_inference.self_repair.compute import TOKEN_COLUMNS, self_repair_study
+
+    model = tiny_hf_model("gpt_neox", bpe_tokenizer, seed=9)
+    tokens = tokens_for(model, n_seq=4, seq_len=12)
+    settings = dict(n_sequences=3, seq_len=9, ablation="zero", target="next", top_fraction=0.25,
+                    n_top_neurons=2, figure_heads=4, batch_size=2)
+    engine = Engine(model)
+    res = self_repair_study(engine, tokens, 1, "tiny", settings, progress=False)
+    want = run_self_repair(engine, tokens[:3, :9], 1, ablation="zero", target="next", top_fraction=0.25,
+                           n_top_neurons=2, batch_size=2, progress=False)
+    n, n_heads = 4, 4
+    assert list(res.tokens.columns) == ["model", *TOKEN_COLUMNS]
+    assert len(res.tokens) == n * n_heads * 3 * 7  # positions 1..7: the last has no next token
+    assert res.tokens["pos"].max() == 7 and res.tokens["seq"].max() == 2
+    assert list(res.heads.columns[:1]) == ["model"] and list(res.heads.columns[-3:]) == ["n_layers", "ablation", "target"]
+    assert (res.heads["n_layers"] == n).all() and set(res.heads["ablation"]) == {"zero"}
+    assert set(res.heads["target"]) == {"next"}
+    assert res.neurons.columns[0] == "model" and len(res.neurons) == n * n_heads * 2
+    for got, ref, extra in ((res.tokens, want.tokens, []), (res.heads, want.heads, ["n_layers", "ablation", "target"]),
+                            (res.neurons, want.neurons, [])):
+        assert set(got["model"]) == {"tiny"}
+        assert got.drop(columns=["model", *extra]).equals(ref)

@@ -1,6 +1,5 @@
 """The self-repair targets built by a real snakemake run on the tiny config, and one
 head's numbers recomputed with plain transformers on the workflow's own weights/tokens."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +37,12 @@ def test_tiny_workflow_builds_self_repair_targets(tiny_self_repair):
 def test_tiny_workflow_total_effect_matches_plain_transformers(tiny_self_repair):
     from transformers import AutoModelForCausalLM
 
+    from stages_of_inference.core.models import read_manifest
+
     work = tiny_self_repair
-    manifest = json.loads((work / "results/models/tiny-llama/manifest.json").read_text())
+    manifest = read_manifest(work / "results/models/tiny-llama/manifest.json")  # path: the weights folder
     model = AutoModelForCausalLM.from_pretrained(manifest["path"], attn_implementation="eager").eval()
-    tokens = torch.load(work / "results/tiny-llama/tokens.pt")[:4, :16]
+    tokens = torch.load(work / "results/tiny-llama/corpus.pt")[:4, :16]
     df = pd.read_parquet(work / "results/tiny-llama/self_repair_tokens.parquet")
     layer, head, dh = 2, 3, 16
     clean = HandRun(model, "llama", tokens)

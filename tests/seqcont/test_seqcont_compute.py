@@ -11,6 +11,7 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -20,14 +21,14 @@ from stages_of_inference.seqcont.compute import (
     MLP, TaskBatch, component_effects, corrupted_means, find_circuit, logit_diff, overlap,
     successor_scores, task_metrics,
 )
-from stages_of_inference.seqcont.prompts import SeqcontSpec, item_token, make_prompts
+from stages_of_inference.seqcont.prompts import SeqcontSettings, item_token, make_prompts
 
 PLANT_LAYER, PLANT_HEAD = 1, 2
 
 
 def digit_prompts(tokenizer, **kw):
     # "1 2 3 4 " (space-separated: the planted head reads the token just before the last)
-    spec = SeqcontSpec(tasks=["digits"], circuit_tasks=[], n_items=4, n_prompts=8, separator=" ", **kw)
+    spec = SeqcontSettings(tasks=["digits"], circuit_tasks=[], n_items=4, n_prompts=8, separator=" ", **kw)
     prompts, _ = make_prompts(tokenizer, spec)
     assert len(prompts) == 5
     return prompts
@@ -231,3 +232,82 @@ def test_grouped_search_equals_separate_searches(planted):
         assert rows["in_circuit"].tolist() == alone["in_circuit"].tolist()
         np.testing.assert_allclose(rows["trial_score_pct"], alone["trial_score_pct"], atol=1e-3)
         assert summary["recheck_score_pct"] == pytest.approx(alone_summary["recheck_score_pct"], abs=1e-3)
+
+
+def test_task_helpers():
+    from stages_of_inference.seqcont.compute import length_groups, prompt_tasks, task_families
+
+    prompts = pd.DataFrame({"task": ["months", "digits", "digits", "digits_words"]})
+    assert prompt_tasks(prompts, ["digits", "numwords", "months", "digits"]) == ["digits", "months"]
+    assert task_families(["digits_words", "months", "digits", "weekdays_words"]) == ["digits", "months", "weekdays"]
+    ids = lambda t: torch.zeros(2, t, dtype=torch.long)  # noqa: E731
+    batches = [TaskBatch(name, ids(t), ids(t), torch.zeros(2), torch.zeros(2))
+               for name, t in (("a", 5), ("b", 7), ("c", 5), ("d", 9), ("e", 7))]
+    groups = length_groups(batches)
+    assert [[b.task for b in g] for g in groups] == [["a", "c"], ["b", "e"], ["d"]]
+
+
+def test_component_study_is_the_per_task_loop(planted, bpe_tokenizer):
+    """Tasks with prompts only, in the settings' order; each task's metrics and component
+    effects as computed alone; successor scores for the families of all tasks."""
+    from stages_of_inference.seqcont.compute import (
+        COMPONENT_COLUMNS, SUCCESSOR_COLUMNS, TASK_COLUMNS, component_study,
+    )
+
+    _, engine, _ = planted
+    prompts = digit_prompts(bpe_tokenizer)
+    settings = SeqcontSettings(tasks=["months", "digits"], circuit_tasks=[])
+    tasks, components, successor = component_study(engine, prompts, bpe_tokenizer, settings, "m", progress=False)
+    assert list(tasks.columns) == TASK_COLUMNS and tasks["task"].tolist() == ["digits"]
+    assert tasks.iloc[0][["model", "family", "variant"]].tolist() == ["m", "digits", "plain"]
+    batch = TaskBatch.from_prompts(prompts, "digits")
+    metrics = task_metrics(engine, batch)
+    for key, value in metrics.items():
+        assert tasks.iloc[0][key] == pytest.approx(value, abs=1e-6), key
+    assert list(components.columns) == COMPONENT_COLUMNS and set(components["model"]) == {"m"}
+    alone = component_effects(engine, batch, corrupted_means(engine, batch.corrupt))
+    np.testing.assert_allclose(components["logit_diff"], alone["logit_diff"], atol=1e-6)
+    assert components["component"].tolist() == alone["component"].tolist()
+    assert list(successor.columns) == SUCCESSOR_COLUMNS and set(successor["model"]) == {"m"}
+    want = successor_scores(engine, bpe_tokenizer, ["months", "digits"])
+    assert successor.drop(columns="model").reset_index(drop=True).equals(want[successor.columns[1:]])
+
+
+def test_circuit_study_groups_by_length_and_equals_separate_searches(planted):
+    """Tasks of one prompt length are searched together, others apart; every task's
+    circuit, for every order, is exactly its own search's."""
+    from stages_of_inference.seqcont.compute import (
+        CIRCUIT_COLUMNS, SUMMARY_COLUMNS, circuit_study, find_circuits, model_overlap,
+    )
+
+    _, engine, batch = planted
+    parts = {"digits": (slice(0, 2), 0), "numwords": (slice(2, 5), 0), "months": (slice(0, 5), 1)}
+    rows = []
+    for task, (sl, cut) in parts.items():  # months: the prompts without their first token
+        for i in range(sl.start, sl.stop):
+            rows.append(dict(task=task, input_ids=batch.clean[i, cut:].tolist(),
+                             corrupt_ids=batch.corrupt[i, cut:].tolist(), answer_id=int(batch.answer[i]),
+                             incorrect_id=int(batch.incorrect[i])))
+    prompts = pd.DataFrame(rows)
+    settings = SeqcontSettings(tasks=[], circuit_tasks=["weekdays", "months", "digits", "numwords"],
+                               threshold=0.8, n_orders=2)
+    circuits, summary = circuit_study(engine, prompts, settings, "m", progress=False)
+    assert list(circuits.columns) == CIRCUIT_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
+    assert set(circuits["model"]) == {"m"} and set(summary["model"]) == {"m"}
+    # length groups in order of first appearance (months alone, then digits + numwords), orders inside
+    assert list(zip(summary["task"], summary["order"])) == [
+        ("months", 0), ("months", 1), ("digits", 0), ("numwords", 0), ("digits", 1), ("numwords", 1)]
+    assert summary["solved"].all()  # every comparison below compares real searches
+    for task in parts:
+        b = TaskBatch.from_prompts(prompts, task)
+        means = corrupted_means(engine, b.corrupt)
+        for order in (0, 1):
+            alone, alone_summary = find_circuits(engine, [b], [means], 0.8, order_seed=order)[0]
+            got = circuits[(circuits["task"] == task) & (circuits["order"] == order)]
+            assert got["in_circuit"].tolist() == alone["in_circuit"].tolist()
+            np.testing.assert_allclose(got["trial_score_pct"], alone["trial_score_pct"], atol=1e-3)
+            s = summary[(summary["task"] == task) & (summary["order"] == order)].iloc[0]
+            assert s["recheck_score_pct"] == pytest.approx(alone_summary["recheck_score_pct"], abs=1e-3)
+    shared = model_overlap("m", circuits, pd.DataFrame())
+    assert shared.equals(overlap(circuits, pd.DataFrame()))
+    assert (PLANT_LAYER, PLANT_HEAD) in set(zip(shared["layer"], shared["head"]))

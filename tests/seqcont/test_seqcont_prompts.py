@@ -1,11 +1,17 @@
 """Task prompts on two tokenizers: the embedded SmolLM2 tokenizer (digits split from their
 space, number words / months / weekdays single tokens) and a 512-token byte-level BPE
 (only digits are single tokens). Checked against independent tokenizations."""
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
+import yaml
 
 from stages_of_inference.seqcont.prompts import (
-    CYCLIC, FAMILIES, TASKS, SeqcontSpec, make_prompts, task_parts,
+    CYCLIC, FAMILIES, TASKS, SeqcontSettings, make_prompts, model_prompts, task_parts,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def n_word_tokens(tokenizer, word):
@@ -17,7 +23,7 @@ def n_word_tokens(tokenizer, word):
 @pytest.fixture(scope="module", params=["smol", "bpe"])
 def generated(request, smol_tokenizer, bpe_tokenizer):
     tok = smol_tokenizer if request.param == "smol" else bpe_tokenizer
-    spec = SeqcontSpec(tasks=list(TASKS), n_prompts=6)
+    spec = SeqcontSettings(tasks=list(TASKS), n_prompts=6)
     assert spec.separator == ", " and spec.n_items == 3
     prompts, counts = make_prompts(tok, spec)
     return request.param, tok, spec, prompts, counts
@@ -83,17 +89,17 @@ def test_prompts_are_single_token_and_equal_length(generated):
 
 
 def test_seeded_and_recorded(smol_tokenizer):
-    spec = SeqcontSpec(tasks=["digits_words", "months"], n_prompts=4, seed=3)
+    spec = SeqcontSettings(tasks=["digits_words", "months"], n_prompts=4, seed=3)
     a, _ = make_prompts(smol_tokenizer, spec)
     b, _ = make_prompts(smol_tokenizer, spec)
     assert a.drop(columns=["items", "corrupt_items", "input_ids", "corrupt_ids"]).equals(
         b.drop(columns=["items", "corrupt_items", "input_ids", "corrupt_ids"]))
-    c, _ = make_prompts(smol_tokenizer, SeqcontSpec(tasks=["digits_words", "months"], n_prompts=4, seed=4))
+    c, _ = make_prompts(smol_tokenizer, SeqcontSettings(tasks=["digits_words", "months"], n_prompts=4, seed=4))
     assert list(a["corrupt_text"]) != list(c["corrupt_text"])
 
 
 def test_repeat_last_corruption(smol_tokenizer):
-    spec = SeqcontSpec(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last", separator=" ")
+    spec = SeqcontSettings(tasks=["numwords"], circuit_tasks=[], corruption="repeat_last", separator=" ")
     p, _ = make_prompts(smol_tokenizer, spec)
     assert len(p)
     for r in p.itertuples():
@@ -103,6 +109,28 @@ def test_repeat_last_corruption(smol_tokenizer):
 
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="planets"):
-        SeqcontSpec.from_config({"tasks": ["planets"]})
+        SeqcontSettings.from_config({"tasks": ["planets"]})
     with pytest.raises(ValueError, match="corruption"):
-        SeqcontSpec.from_config({"corruption": "shuffle"})
+        SeqcontSettings.from_config({"corruption": "shuffle"})
+
+
+def test_settings_defaults_are_the_schema_defaults():
+    """One source of defaults: the dataclass's equal config/schema.yaml's, key for key, and
+    the schema-filled section (what a rule receives) is accepted whole."""
+    schema = yaml.safe_load((REPO / "config/schema.yaml").read_text())["properties"]["seqcont"]["properties"]
+    defaults = {key: entry["default"] for key, entry in schema.items()}
+    assert {f.name for f in fields(SeqcontSettings)} == set(schema)
+    assert SeqcontSettings().to_dict() == defaults
+    assert SeqcontSettings.from_config(defaults) == SeqcontSettings()
+    assert set(SeqcontSettings().tasks) <= set(TASKS) and schema["tasks"]["items"]["enum"] == list(TASKS)
+
+
+def test_model_prompts_labels_the_tables(smol_tokenizer):
+    settings = SeqcontSettings(tasks=["digits", "weekdays_words"], circuit_tasks=["months"], n_prompts=2)
+    prompts, counts = model_prompts(smol_tokenizer, settings, "smol")
+    want_prompts, want_counts = make_prompts(smol_tokenizer, settings)
+    assert prompts.columns[0] == "model" and counts.columns[0] == "model"
+    assert set(prompts["model"]) == {"smol"} and set(counts["model"]) == {"smol"}
+    assert counts["task"].tolist() == ["digits", "weekdays_words", "months"]
+    assert counts.drop(columns="model").equals(want_counts)
+    assert prompts.drop(columns="model")["text"].tolist() == want_prompts["text"].tolist()

@@ -42,6 +42,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.metrics import rel_depth
+from ..core.norms import NormReadout
+
 log = logging.getLogger(__name__)
 
 ABLATIONS = ("mean", "resample", "zero")
@@ -53,74 +56,19 @@ TOKEN_COLUMNS = ("layer", "head", "seq", "pos", "target", "de", "te", "self_repa
 
 # --------------------------------------------------------------------------------------
 # The final norm and the unembedding as a linear read-out with a frozen scale
+# (``core.norms.NormReadout``: ``logit_tok(x) = x·ũ_tok / s(x) + c_tok``)
 
 
-@dataclass
-class NormReadout:
-    """``logit_tok(x) = x·ũ_tok / s(x) + c_tok`` for the model's final norm + unembedding."""
+def final_readout(engine, probe: torch.Tensor) -> NormReadout:
+    """The final norm as a frozen-scale read-out, checked on ``probe`` (final residuals):
+    a norm the formula does not reproduce is refused."""
+    return NormReadout.from_module(engine.final_norm, probe)
 
-    centre: bool          # LayerNorm: subtract the mean (linear, folded into ũ)
-    gain: torch.Tensor    # [d] the norm's effective gain (ones if none)
-    eps: float
-    w_u: torch.Tensor     # [V, d] unembedding rows
-    kind: str
 
-    @classmethod
-    def from_engine(cls, engine, probe: torch.Tensor) -> "NormReadout":
-        """Read the final norm's parameters and check them on ``probe`` (final residuals):
-        the formula must reproduce ``engine.final_norm`` exactly, or we refuse."""
-        norm = engine.final_norm
-        head = engine.lm_head
-        w_u = head.weight.detach().float()
-        eps = None
-        for name in ("eps", "variance_epsilon", "epsilon"):
-            value = getattr(norm, name, None)
-            if isinstance(value, (int, float)):
-                eps = float(value)
-                break
-        if eps is None:
-            raise ValueError(f"Cannot read eps of the final norm {type(norm).__name__}.")
-        weight = getattr(norm, "weight", None)
-        d = probe.shape[-1]
-        weight = torch.ones(d, device=probe.device) if weight is None else weight.detach().float()
-        x = probe.reshape(-1, d)[:64].float()
-        with torch.no_grad():
-            want = norm(probe.reshape(-1, d)[:64]).float()
-        bias = getattr(norm, "bias", None)
-        bias = 0.0 if bias is None else bias.detach().float()
-        centre = isinstance(norm, torch.nn.LayerNorm) or "LayerNorm" in type(norm).__name__
-        tol = 1e-4 if probe.dtype == torch.float32 else 2e-2
-        tried = []
-        for gain, label in ((weight, "g"), (weight + 1.0, "1+g")):  # Gemma-style RMSNorm: 1 + g
-            readout = cls(centre=centre, gain=gain, eps=eps, w_u=w_u,
-                          kind=("layernorm" if centre else "rmsnorm") + f"({label})")
-            got = readout.normalise(x) + bias
-            tried.append(readout.kind)
-            if torch.allclose(got, want, atol=tol * max(1.0, want.abs().max().item()), rtol=tol):
-                return readout
-        raise ValueError(
-            f"The final norm {type(norm).__name__} is neither LayerNorm nor RMSNorm "
-            f"(tried {', '.join(tried)}); self-repair's final-norm split does not support it."
-        )
-
-    def scale(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        if self.centre:
-            return torch.sqrt(x.var(-1, unbiased=False) + self.eps)
-        return torch.sqrt(x.pow(2).mean(-1) + self.eps)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        if self.centre:
-            x = x - x.mean(-1, keepdim=True)
-        return x / self.scale(x)[..., None] * self.gain
-
-    def directions(self, targets: torch.Tensor) -> torch.Tensor:
-        """``ũ`` for each target token: ``[..., d]``."""
-        u = self.w_u[targets] * self.gain
-        if self.centre:
-            u = u - u.mean(-1, keepdim=True)
-        return u
+def target_directions(engine, readout: NormReadout, targets: torch.Tensor) -> torch.Tensor:
+    """``ũ`` of each target token, ``[..., d]``: its unembedding row with the final norm's
+    gain folded in (centred for LayerNorm)."""
+    return readout.directions(engine.lm_head.weight.detach()[targets].float())
 
 
 def head_out_weights(engine, layer: int) -> torch.Tensor:
@@ -199,12 +147,12 @@ def run_baseline(engine, input_ids, first: int, target: str, readout: NormReadou
     del logits
     x = final_residual(engine, positions)
     if readout is None:
-        readout = NormReadout.from_engine(engine, x)
+        readout = final_readout(engine, x)
     base = Baseline(
         z=[z[L] for L in range(n)],
         post=[post[L] for L in range(n)] if with_post else [],
         targets=targets,
-        u=readout.directions(targets),
+        u=target_directions(engine, readout, targets),
         s=readout.scale(x),
         logit=target_logit(engine, x, targets),
         positions=positions,
@@ -301,20 +249,13 @@ def _batches(n_seq: int, batch_size: int) -> list[np.ndarray]:
     return [a for a in np.array_split(np.arange(n_seq), n_batches) if len(a)]
 
 
-def _device(engine):
-    device = getattr(engine, "device", None)
-    if device is None:
-        device = next(engine.model.parameters()).device
-    return device
-
-
 def corpus_mean_z(engine, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Mean of every head's hook_z over all corpus positions: ``[n_layers, H, d_head]``."""
     n = engine.n_layers
     total, count = None, 0
     for idx in _batches(tokens.shape[0], batch_size):
         z: dict = {}
-        engine.baseline(tokens[idx].to(_device(engine)),
+        engine.baseline(tokens[idx].to(engine.device),
                         hooks=[(f"blocks.{L}.attn.hook_z", _capture(z, L)) for L in range(n)])
         s = torch.stack([z[L].sum((0, 1)) for L in range(n)])
         total = s if total is None else total + s
@@ -339,7 +280,7 @@ def run_self_repair(engine, tokens: torch.Tensor, first: int = 1, *, ablation: s
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation {ablation!r}: use one of {', '.join(ABLATIONS)}.")
     n, n_heads = engine.n_layers, engine.n_heads
-    device = _device(engine)
+    device = engine.device
     batches = _batches(tokens.shape[0], batch_size)
     with torch.inference_mode():
         w_os = [head_out_weights(engine, L).to(device) for L in range(n)]
@@ -382,16 +323,45 @@ def run_self_repair(engine, tokens: torch.Tensor, first: int = 1, *, ablation: s
                     out[name][L][:, idx] = value.cpu().numpy()
                 bar.update(1)
             del base, ndirs
-            if hasattr(engine, "calls"):
-                engine.calls = []
+            engine.calls = []  # free the last batch's recorded block calls
         bar.close()
         neuron_acc = neuron_acc.cpu()
 
     tokens_df = token_table(out, targets, thresholds.numpy(), first)
     heads_df = summarise_heads(tokens_df, n)
-    neurons_df = neuron_table(neuron_acc, heads_df, n_top_neurons)
+    neurons_df = anti_erasure_neurons(neuron_acc, heads_df, n_top_neurons)
     log.info("final norm: %s", readout.kind)
     return SelfRepairResult(tokens=tokens_df, heads=heads_df, neurons=neurons_df)
+
+
+def self_repair_study(engine, tokens: torch.Tensor, first: int, model: str, settings: dict,
+                      progress: bool = True) -> SelfRepairResult:
+    """The ``self_repair`` rule's tables for one model: the first ``settings["n_sequences"]``
+    x ``settings["seq_len"]`` corpus tokens, every head ablated (:func:`run_self_repair`
+    with the section's ``ablation``, ``target``, ``top_fraction``, ``n_top_neurons``,
+    ``batch_size``); every table gets the ``model`` as its first column, the per-head table
+    also ``n_layers``, ``ablation`` and ``target`` as its last."""
+    import time
+
+    tokens = tokens[: settings["n_sequences"], : settings["seq_len"]]
+    log.info("%s: self-repair of %d x %d heads on %d x %d tokens (%s ablation, %s target)",
+             model, engine.n_layers, engine.n_heads, *tokens.shape, settings["ablation"], settings["target"])
+    t0 = time.perf_counter()
+    res = run_self_repair(engine, tokens, first, ablation=settings["ablation"], target=settings["target"],
+                          top_fraction=settings["top_fraction"], n_top_neurons=settings["n_top_neurons"],
+                          batch_size=settings["batch_size"], progress=progress)
+    log.info("all heads took %.1f s", time.perf_counter() - t0)
+    for df in (res.heads, res.tokens, res.neurons):
+        df.insert(0, "model", model)
+    res.heads["n_layers"] = engine.n_layers
+    res.heads["ablation"] = settings["ablation"]
+    res.heads["target"] = settings["target"]
+    h = res.heads
+    log.info("%s: %d of %d heads repair more than half their direct effect (top tokens); median "
+             "final-norm share of DE %.3f (clipped per token), of the repair %.3f",
+             model, int(((h.self_repair > h.de / 2) & (h.de > 0)).sum()), len(h),
+             h.norm_pct_de.median(), h.norm_share.median())
+    return res
 
 
 # --------------------------------------------------------------------------------------
@@ -442,7 +412,7 @@ def summarise_heads(tokens_df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
             norm_pct = np.clip(top["sr_norm"] / top["de"], 0, 1)
             repair_pct = np.clip(ratio, 0, 1)
         row = {"layer": int(layer), "head": int(head),
-               "rel_depth": layer / max(n_layers - 1, 1), "n_top": len(top), "n_tokens": len(g),
+               "rel_depth": rel_depth(int(layer), n_layers), "n_top": len(top), "n_tokens": len(g),
                **m, **{f"{c}_all": float(g[c].mean()) for c in cols},
                "repair_frac": _ratio(m["self_repair"], m["de"]),
                "norm_frac_de": _ratio(m["sr_norm"], m["de"]),
@@ -456,7 +426,7 @@ def summarise_heads(tokens_df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def neuron_table(neuron_acc: torch.Tensor, heads_df: pd.DataFrame, k: int) -> pd.DataFrame:
+def anti_erasure_neurons(neuron_acc: torch.Tensor, heads_df: pd.DataFrame, k: int) -> pd.DataFrame:
     """Top-``k`` anti-erasure neurons per head: the largest mean rise (ablated − clean) of a
     later neuron's direct contribution to the target logit over the head's top tokens.
     ``repair`` is that mean (logits), ``frac_of_de`` = repair / the head's mean DE,

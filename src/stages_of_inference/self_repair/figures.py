@@ -1,15 +1,10 @@
 """Self-repair figures: read the tidy tables (compute.py), draw. No model is run here."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from ..core.plotting import save  # noqa: E402
+from ..core.plotting import plt, save, sns
 
 PARTS = (("self_repair", "total", "black"), ("sr_norm", "final norm", "tab:orange"),
          ("sr_attn", "later attention", "tab:red"), ("sr_mlp", "MLPs", "tab:blue"))
@@ -86,8 +81,8 @@ def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = 
     save(fig, out_pdf)
 
 
-def plot_self_repair_tokens(tokens: pd.DataFrame, heads: pd.DataFrame, out_pdf, n_heads: int = 8) -> None:
-    """Per model (rows): for the ``n_heads`` heads with the largest direct effect, (a) the
+def plot_self_repair_tokens(tokens: pd.DataFrame, heads: pd.DataFrame, out_pdf, figure_heads: int = 8) -> None:
+    """Per model (rows): for the ``figure_heads`` heads with the largest direct effect, (a) the
     spread of the per-token ratio SR/DE over their top tokens (0: no repair, 1: full,
     above 1: over-correction) and (b) self-repair vs direct effect per token."""
     sns.set_theme(style="whitegrid", context="paper")
@@ -95,7 +90,7 @@ def plot_self_repair_tokens(tokens: pd.DataFrame, heads: pd.DataFrame, out_pdf, 
     fig, axes = plt.subplots(len(models), 2, figsize=(13, 3.9 * len(models)), squeeze=False,
                              gridspec_kw={"width_ratios": [1.5, 1]})
     for row, model in enumerate(models):
-        hd = heads[heads["model"] == model].nlargest(n_heads, "de")
+        hd = heads[heads["model"] == model].nlargest(figure_heads, "de")
         tk = tokens[tokens["model"] == model]
         tk = tk[tk["top"]].merge(hd[["layer", "head"]], on=["layer", "head"])
         tk = tk.assign(ratio=tk["self_repair"] / tk["de"],

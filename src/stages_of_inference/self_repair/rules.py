@@ -1,7 +1,8 @@
-"""Rule functions of the self-repair study (called by ``workflow/scripts/self_repair*.py``).
+"""Rule functions of the self-repair study (``workflow/rules/self_repair.smk``).
 
-``self_repair``          model + tokens -> results/{model}/self_repair{,_tokens,_neurons}.parquet
-``self_repair_figures``  tables         -> figures/self_repair.pdf, figures/self_repair_tokens.pdf
+``self_repair``              model + corpus -> results/{model}/self_repair{,_tokens,_neurons}.parquet
+``plot_self_repair``         per-head tables -> figures/self_repair.pdf
+``plot_self_repair_tokens``  per-head + per-token tables -> figures/self_repair_tokens.pdf
 """
 from __future__ import annotations
 
@@ -9,59 +10,35 @@ import logging
 import time
 from typing import Sequence
 
-import pandas as pd
-
-from ..core.io import write_parquet
+from ..core.io import read_tables, write_parquet
 
 log = logging.getLogger("stages_of_inference")
 
 
-def self_repair(model: str, manifest: str, tokens_path: str, record_path: str, runtime: dict,
-                settings: dict, out_heads: str, out_tokens: str, out_neurons: str) -> None:
-    from ..core.corpus import load_tokens
+def self_repair(model: str, manifest: str, corpus: str, record: str, settings: dict, runtime: dict,
+                out_heads: str, out_tokens: str, out_neurons: str) -> None:
+    from ..core.corpus import load_corpus
     from ..core.engine import engine_for_job
-    from .compute import run_self_repair
+    from .compute import self_repair_study
 
     t0 = time.perf_counter()
-    attn = runtime.get("attn_implementation", "sdpa")
-    engine = engine_for_job(manifest, runtime, attn if attn in ("sdpa", "eager") else "sdpa")  # hooks need plain modules
-    tokens, first = load_tokens(tokens_path, record_path)
-    tokens = tokens[: settings["n_sequences"], : settings["seq_len"]]
-    log.info("%s: self-repair of %d x %d heads on %d x %d tokens (%s ablation, %s target); "
-             "model loaded in %.1f s", model, engine.n_layers, engine.n_heads, *tokens.shape,
-             settings["ablation"], settings["target"], time.perf_counter() - t0)
-    t1 = time.perf_counter()
-    res = run_self_repair(engine, tokens, first, ablation=settings["ablation"], target=settings["target"],
-                          top_fraction=settings["top_fraction"], n_top_neurons=settings["n_top_neurons"],
-                          batch_size=settings["batch_size"])
-    log.info("all heads took %.1f s", time.perf_counter() - t1)
-    n_layers = engine.n_layers
-    for df in (res.heads, res.tokens, res.neurons):
-        df.insert(0, "model", model)
-    res.heads["n_layers"] = n_layers
-    res.heads["ablation"] = settings["ablation"]
-    res.heads["target"] = settings["target"]
-    h = res.heads
-    log.info("%s: %d of %d heads repair more than half their direct effect (top tokens); median "
-             "final-norm share of DE %.3f (clipped per token), of the repair %.3f",
-             model, int(((h.self_repair > h.de / 2) & (h.de > 0)).sum()), len(h),
-             h.norm_pct_de.median(), h.norm_share.median())
+    engine = engine_for_job(manifest, runtime)
+    tokens, first = load_corpus(corpus, record)
+    log.info("%s: model loaded in %.1f s (attention: %s)", model, time.perf_counter() - t0,
+             engine.attn_implementation)
+    res = self_repair_study(engine, tokens, first, model, settings)
     write_parquet(res.heads, out_heads)
     write_parquet(res.tokens, out_tokens)
     write_parquet(res.neurons, out_neurons)
 
 
-def _concat(paths: Sequence[str]) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+def plot_self_repair(heads: Sequence[str], top_fraction: float, out_pdf: str) -> None:
+    from .figures import plot_self_repair as draw
+
+    draw(read_tables(heads), out_pdf, top_fraction)
 
 
-def self_repair_figures(heads: Sequence[str], tokens: Sequence[str], top_fraction: float,
-                        n_heads: int, out_pdf: str, out_tokens_pdf: str) -> None:
-    from .figures import plot_self_repair, plot_self_repair_tokens
+def plot_self_repair_tokens(heads: Sequence[str], tokens: Sequence[str], figure_heads: int, out_pdf: str) -> None:
+    from .figures import plot_self_repair_tokens as draw
 
-    heads_df = _concat(heads)
-    tokens_df = pd.concat([pd.read_parquet(p, filters=[("top", "==", True)]) for p in tokens],
-                          ignore_index=True)
-    plot_self_repair(heads_df, out_pdf, top_fraction)
-    plot_self_repair_tokens(tokens_df, heads_df, out_tokens_pdf, n_heads=n_heads)
-    log.info("self-repair figures: %d models", heads_df["model"].nunique())
+    draw(read_tables(tokens), read_tables(heads), out_pdf, figure_heads=figure_heads)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .prompts import CYCLIC, FAMILIES, item_token
+from .prompts import CYCLIC, FAMILIES, SeqcontSettings, item_token, task_parts
 
 log = logging.getLogger(__name__)
 
@@ -427,3 +427,98 @@ def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
                                  copy_score=float((top[h] == src).float().mean()),
                                  successor_rank=float(rank[h].float().mean()), n_items=len(ids)))
     return pd.DataFrame(rows, columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+
+
+# --------------------------------------------------------------------------------------
+# The study loops of the model rules
+
+
+def prompt_tasks(prompts: pd.DataFrame, wanted) -> list[str]:
+    """The tasks of ``wanted`` (in order, once each) that have prompts."""
+    return [t for t in dict.fromkeys(wanted) if (prompts["task"] == t).any()]
+
+
+def task_families(tasks) -> list[str]:
+    """The item families of ``tasks`` (in order, once each): the successor scores' families."""
+    return list(dict.fromkeys(task_parts(t)[0] for t in tasks))
+
+
+def component_study(engine, prompts: pd.DataFrame, tokenizer, settings: SeqcontSettings, model: str,
+                    progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The ``seqcont_components`` rule's tables for one model: ``(tasks, components,
+    successor)``. Per task of ``settings.tasks`` that has prompts: accuracy and logit
+    difference (TASK_COLUMNS) and every head's and MLP's mean-ablation effect
+    (COMPONENT_COLUMNS); every head's successor score for the families of
+    ``settings.tasks`` (SUCCESSOR_COLUMNS)."""
+    tasks, effects = [], []
+    for task in prompt_tasks(prompts, settings.tasks):
+        t1 = time.perf_counter()
+        batch = TaskBatch.from_prompts(prompts, task, device=engine.device)
+        family, variant = task_parts(task)
+        with torch.inference_mode():
+            metrics = task_metrics(engine, batch)
+            tasks.append(dict(model=model, task=task, family=family, variant=variant, **metrics))
+            df = component_effects(engine, batch, corrupted_means(engine, batch.corrupt), progress=progress)
+        effects.append(df.assign(model=model))
+        log.info("%s %-15s n=%d acc %.2f logit diff %.2f (corrupted %.2f); ablation of %d components in %.1f s",
+                 model, task, len(batch), metrics["accuracy"], metrics["logit_diff"], metrics["logit_diff_corrupt"],
+                 len(df), time.perf_counter() - t1)
+    t1 = time.perf_counter()
+    successor = successor_scores(engine, tokenizer, task_families(settings.tasks)).assign(model=model)
+    log.info("%s: successor scores of %d heads x %d families in %.1f s", model,
+             successor[["layer", "head"]].drop_duplicates().shape[0], successor["family"].nunique(),
+             time.perf_counter() - t1)
+    for fam, g in successor.groupby("family"):
+        top = g.sort_values("successor_score", ascending=False).head(3)
+        log.info("%s %s: top successor heads %s", model, fam,
+                 ", ".join(f"{r.component}={r.successor_score:.2f}" for r in top.itertuples()))
+    components = (pd.concat(effects, ignore_index=True)[COMPONENT_COLUMNS] if effects
+                  else pd.DataFrame(columns=COMPONENT_COLUMNS))
+    return pd.DataFrame(tasks, columns=TASK_COLUMNS), components, successor[SUCCESSOR_COLUMNS]
+
+
+def length_groups(batches: list[TaskBatch]) -> list[list[TaskBatch]]:
+    """Tasks grouped by prompt length (in order of first appearance): a group shares every
+    forward pass of the circuit search."""
+    groups: dict[int, list[TaskBatch]] = {}
+    for batch in batches:
+        groups.setdefault(batch.clean.shape[1], []).append(batch)
+    return list(groups.values())
+
+
+def circuit_study(engine, prompts: pd.DataFrame, settings: SeqcontSettings, model: str,
+                  progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``seqcont_circuits`` rule's tables for one model: ``(circuits, summary)``, the
+    iterative pruning of every task of ``settings.circuit_tasks`` that has prompts, for
+    each of ``settings.n_orders`` removal orders (tasks of one prompt length searched
+    together, :func:`find_circuits`)."""
+    rows, summaries = [], []
+    batches = [TaskBatch.from_prompts(prompts, task, device=engine.device)
+               for task in prompt_tasks(prompts, settings.circuit_tasks)]
+    for group in length_groups(batches):
+        means = [corrupted_means(engine, batch.corrupt) for batch in group]
+        for order in range(settings.n_orders):
+            for df, summary in find_circuits(engine, group, means, settings.threshold, order_seed=order,
+                                             progress=progress):
+                rows.append(df.assign(model=model))
+                summaries.append(dict(model=model, **summary))
+                circuit = df[df["in_circuit"]]
+                log.info("%s %-15s order %d: %s; %d heads + %d MLPs, score %.1f%% (re-check %.1f%%); "
+                         "%.1f s per task: %s", model, summary["task"], order,
+                         "solved" if summary["solved"] else "clean logit diff <= 0, no circuit",
+                         summary["n_heads"], summary["n_mlps"], summary["final_score_pct"],
+                         summary["recheck_score_pct"], summary["seconds"],
+                         " ".join(circuit["component"]) if summary["solved"] else "-")
+    circuits = pd.concat(rows, ignore_index=True)[CIRCUIT_COLUMNS] if rows else pd.DataFrame(columns=CIRCUIT_COLUMNS)
+    return circuits, pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
+
+
+def model_overlap(model: str, circuits: pd.DataFrame, successor: pd.DataFrame) -> pd.DataFrame:
+    """The ``seqcont_overlap`` rule's table: :func:`overlap`, with the shared components logged."""
+    shared = overlap(circuits, successor)
+    for r in shared[shared["n_tasks"] >= 2].itertuples():
+        log.info("%s shared: %s in %d tasks (%s), kept in %.0f%% of task x order runs, successor score %.2f",
+                 model, r.component, r.n_tasks, r.tasks, 100 * r.order_frequency, r.successor_score)
+    log.info("%s: %d components in some circuit, %d shared by >= 2 tasks", model, len(shared),
+             int((shared["n_tasks"] >= 2).sum()))
+    return shared

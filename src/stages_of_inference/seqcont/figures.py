@@ -8,15 +8,11 @@ Tasks without prompts, or models without results, keep a labelled (empty) panel.
 """
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ..core.plotting import model_palette, save  # noqa: E402
-from .compute import MLP  # noqa: E402
+from ..core.plotting import model_palette, plt, save
+from .compute import MLP
 
 
 def _tasks_in_order(*frames, column="task"):

@@ -40,10 +40,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from ..core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 FAMILIES = {
     "digits": [str(i) for i in range(1, 13)],
@@ -88,8 +92,9 @@ def task_parts(task: str) -> tuple[str, str]:
 
 
 @dataclass
-class SeqcontSpec(Settings):
-    """The ``seqcont:`` config section (documented in config/schema.yaml)."""
+class SeqcontSettings(Settings):
+    """The ``seqcont:`` config section (documented in config/schema.yaml; the defaults here
+    equal the schema's, tests/seqcont checks)."""
 
     section: ClassVar[str] = "seqcont"
 
@@ -228,32 +233,32 @@ def _successor_free(rng, family: str, pool: list[str], n_items: int) -> list[str
     return pick
 
 
-def task_prompts(tokenizer, task: str, spec: SeqcontSpec, bos: list[int]) -> tuple[pd.DataFrame, dict]:
+def task_prompts(tokenizer, task: str, settings: SeqcontSettings, bos: list[int]) -> tuple[pd.DataFrame, dict]:
     """The kept prompts of one task and its survival counts."""
     family, variant = task_parts(task)
-    rng = np.random.default_rng([spec.seed, TASKS.index(task)])
+    rng = np.random.default_rng([settings.seed, TASKS.index(task)])
     pool = single_token_items(tokenizer, FAMILIES[family])
     fillers = filler_words(tokenizer) if variant == "words" else []
     counts = dict(task=task, family=family, variant=variant, n_single_token_items=len(pool),
                   n_fillers=len(fillers), n_candidates=0, n_single_token=0, n_same_length=0, n_kept=0)
-    seqs = _sequences(family, set(pool), spec.n_items)
-    if not seqs or len(pool) < 3 or (variant == "words" and len(fillers) < spec.n_items + 1):
+    seqs = _sequences(family, set(pool), settings.n_items)
+    if not seqs or len(pool) < 3 or (variant == "words" and len(fillers) < settings.n_items + 1):
         return pd.DataFrame(columns=PROMPT_COLUMNS), counts
     if variant == "plain":  # one prompt per start: plain prompts differ only there
         chosen = [seqs[i] for i in rng.permutation(len(seqs))]
     else:  # several draws of filler words per start, starts balanced
-        reps = -(-2 * spec.n_prompts // len(seqs))
+        reps = -(-2 * settings.n_prompts // len(seqs))
         chosen = [seqs[i] for r in range(reps) for i in rng.permutation(len(seqs))]
     rows = []
     for start, items, answer in chosen:
         counts["n_candidates"] += 1
-        words = list(rng.choice(fillers, size=spec.n_items + 1, replace=False)) if fillers else None
-        if spec.corruption == "random":
-            bad = _successor_free(rng, family, pool, spec.n_items)
+        words = list(rng.choice(fillers, size=settings.n_items + 1, replace=False)) if fillers else None
+        if settings.corruption == "random":
+            bad = _successor_free(rng, family, pool, settings.n_items)
         else:
             bad = [*items[:-1], items[-2]]
-        clean = encode_prompt(tokenizer, bos, words, items, answer, spec.separator)
-        corrupt = encode_prompt(tokenizer, bos, words, bad, answer, spec.separator)
+        clean = encode_prompt(tokenizer, bos, words, items, answer, settings.separator)
+        corrupt = encode_prompt(tokenizer, bos, words, bad, answer, settings.separator)
         if clean is None or corrupt is None:
             continue
         counts["n_single_token"] += 1
@@ -269,21 +274,33 @@ def task_prompts(tokenizer, task: str, spec: SeqcontSpec, bos: list[int]) -> tup
     length = int(df["n_tokens"].mode().min())
     df = df[(df["n_tokens"] == length) & (df["corrupt_len"] == length)]
     counts["n_same_length"] = len(df)
-    df = df.drop_duplicates("text").head(spec.n_prompts).reset_index(drop=True)
+    df = df.drop_duplicates("text").head(settings.n_prompts).reset_index(drop=True)
     df["prompt"] = np.arange(len(df))
     counts["n_kept"] = len(df)
     return df[PROMPT_COLUMNS], counts
 
 
-def make_prompts(tokenizer, spec: SeqcontSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(prompts, counts) for every task in ``spec.tasks`` (and ``spec.circuit_tasks``)."""
+def make_prompts(tokenizer, settings: SeqcontSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(prompts, counts) for every task in ``settings.tasks`` (and ``settings.circuit_tasks``)."""
     bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
-    tasks = list(dict.fromkeys([*spec.tasks, *spec.circuit_tasks]))
+    tasks = list(dict.fromkeys([*settings.tasks, *settings.circuit_tasks]))
     frames, counts = [], []
     for task in tasks:
-        df, c = task_prompts(tokenizer, task, spec, bos)
+        df, c = task_prompts(tokenizer, task, settings, bos)
         frames.append(df)
         counts.append(c)
     nonempty = [f for f in frames if len(f)]
     prompts = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame(columns=PROMPT_COLUMNS)
     return prompts, pd.DataFrame(counts, columns=COUNT_COLUMNS)
+
+
+def model_prompts(tokenizer, settings: SeqcontSettings, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``seqcont_prompts`` rule's tables for one model: :func:`make_prompts` with the
+    ``model`` as the first column of both; each task's survival counts are logged."""
+    prompts, counts = make_prompts(tokenizer, settings)
+    for c in counts.itertuples():
+        log.info("%s %-15s %2d single-token items, %3d candidates, %3d single-token, %3d same length, %2d kept",
+                 model, c.task, c.n_single_token_items, c.n_candidates, c.n_single_token, c.n_same_length, c.n_kept)
+    prompts.insert(0, "model", model)
+    counts.insert(0, "model", model)
+    return prompts, counts
