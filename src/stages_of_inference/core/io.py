@@ -40,12 +40,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def read_tables(paths) -> "pd.DataFrame":  # noqa: F821
+def read_tables(paths, **read_parquet) -> "pd.DataFrame":  # noqa: F821
     """The parquet files ``paths`` as one table (e.g. one per model). Empty tables are
-    skipped; when all are empty the first is returned, so its columns survive."""
+    skipped; when all are empty the first is returned, so its columns survive.
+    ``read_parquet``: options of ``pandas.read_parquet`` (e.g. ``filters=``, ``columns=``)."""
     import pandas as pd
 
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [pd.read_parquet(p, **read_parquet) for p in paths]
     if not frames:
         return pd.DataFrame()
     full = [f for f in frames if len(f)]

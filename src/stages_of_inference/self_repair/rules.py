@@ -41,4 +41,4 @@ def plot_self_repair(heads: Sequence[str], top_fraction: float, out_pdf: str) ->
 def plot_self_repair_tokens(heads: Sequence[str], tokens: Sequence[str], figure_heads: int, out_pdf: str) -> None:
     from .figures import plot_self_repair_tokens as draw
 
-    draw(read_tables(tokens), read_tables(heads), out_pdf, figure_heads=figure_heads)
+    draw(read_tables(tokens, filters=[("top", "==", True)]), read_tables(heads), out_pdf, figure_heads=figure_heads)
