@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from stages_of_inference.casestudies.subjoiner import SubjoinerSpec, analyse, build_prompts, head_scores
+from stages_of_inference.casestudies.subjoiner import (SubjoinerSettings, analyse, build_prompts, head_scores,
+                                                      last_query_attention)
 from stages_of_inference.casestudies.words import document_words, encode_with_offsets, scan_corpus
 
 TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home. "
@@ -90,7 +91,7 @@ def test_every_corpus_word_is_spelled_by_its_tokens(bpe_tokenizer, smol_tokenize
 
 def test_prompt_sets(bpe_tokenizer):
     docs = [TEXT * 3, "a b c " * 30 + " carefully considered workings of the unbelievably lazy dog"]
-    spec = SubjoinerSpec(context_tokens=8, n_prompts=50, max_subtokens=4, max_per_word=2, seed=1)
+    spec = SubjoinerSettings(context_tokens=8, n_prompts=50, max_subtokens=4, max_per_word=2, seed=1)
     prompts = build_prompts(docs, bpe_tokenizer, spec, "m")
     assert set(prompts["kind"]) == {"multi", "single"}
     ids_by_doc, _ = scan_corpus(docs, bpe_tokenizer)
@@ -131,22 +132,31 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
     """On a random model, force head (2, 1) to attend from the last token to the earlier
     sub-tokens of its word (found here from token strings, independently of the package's
     offsets) and head (1, 0) to be a previous-token head: the first must rank first, the
-    second must score about 0 (the single-token control cancels it)."""
+    second must score about 0 (the single-token control cancels it).
+
+    The patterns are planted with plain forward hooks on the transformers attention modules
+    (registered before the engine's, so the engine's ``attn.hook_pattern`` reads them)."""
     from conftest import tiny_hf_model
 
     from stages_of_inference.core.corpus import embedded_documents
-    from stages_of_inference.core.models import bridge_from_hf_model
+    from stages_of_inference.core.engine import Engine
 
-    bridge = bridge_from_hf_model(tiny_hf_model("llama", bpe_tokenizer), bpe_tokenizer, name="planted")
+    hf = tiny_hf_model("llama", bpe_tokenizer)
     strings = [bpe_tokenizer.decode([i]) for i in range(len(bpe_tokenizer))]
     seen = {}
 
-    def grab_ids(ids, hook):
-        seen["ids"] = ids.tolist()
-        return ids
+    def grab_ids(module, args):
+        seen["ids"] = args[0].tolist()
 
-    def plant_subjoiner(pattern, hook):
-        pattern = pattern.clone()
+    def plant(fn):
+        def hook(module, args, output):
+            attn_out, pattern = output[0], output[1].clone()
+            fn(pattern)
+            return (attn_out, pattern, *output[2:])
+
+        return hook
+
+    def subjoiner(pattern):
         for b, ids in enumerate(seen["ids"]):
             q = len(ids) - 1
             j = q
@@ -155,22 +165,22 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
             if j < q:  # the word has earlier sub-tokens j..q-1
                 pattern[b, 1, q, :] = 0
                 pattern[b, 1, q, j:q] = 1.0 / (q - j)
-        return pattern
 
-    def plant_previous_token(pattern, hook):
-        pattern = pattern.clone()
+    def previous_token(pattern):
         pattern[:, 0, -1, :] = 0
         pattern[:, 0, -1, -2] = 1
-        return pattern
 
-    bridge.add_hook("embed.hook_in", grab_ids, is_permanent=True)
-    bridge.add_hook("blocks.2.attn.hook_pattern", plant_subjoiner, is_permanent=True)
-    bridge.add_hook("blocks.1.attn.hook_pattern", plant_previous_token, is_permanent=True)
+    handles = [hf.model.embed_tokens.register_forward_pre_hook(grab_ids),
+               hf.model.layers[2].self_attn.register_forward_hook(plant(subjoiner)),
+               hf.model.layers[1].self_attn.register_forward_hook(plant(previous_token))]
     try:
-        spec = SubjoinerSpec(n_prompts=40, context_tokens=12, seed=0, n_examples=3)
-        prompts, scores, examples = analyse(bridge, bpe_tokenizer, embedded_documents()[:30], spec, "planted")
+        engine = Engine(hf, attn_implementation="eager")
+        assert engine.model is hf  # the planted hooks are on the modules the engine runs
+        settings = SubjoinerSettings(n_prompts=40, context_tokens=12, seed=0, n_examples=3)
+        prompts, scores, examples = analyse(engine, bpe_tokenizer, embedded_documents()[:30], settings, "planted")
     finally:
-        bridge.reset_hooks(including_permanent=True)
+        for handle in handles:
+            handle.remove()
     top = scores.sort_values("rank").iloc[0]
     assert (top["layer"], top["head"]) == (2, 1)
     assert top["word_attention"] == pytest.approx(1.0, abs=1e-4)
@@ -179,9 +189,75 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
     assert abs(prev["score"]) < 1e-4 and prev["word_attention"] == pytest.approx(1.0, abs=1e-4)
     others = scores[(scores["layer"] != 2) | (scores["head"] != 1)]
     assert others["score"].max() < top["score"] - 0.3
+    # the score table: every (layer, head) once, relative depth, ranks 1..n
+    assert len(scores) == 4 * 4 and scores[["layer", "head"]].drop_duplicates().shape[0] == 16
+    np.testing.assert_allclose(scores["rel_depth"], scores["layer"] / 3)
+    assert sorted(scores["rank"]) == list(range(1, 17))
     # examples: the top head's rows, random prompts of both kinds, tokens as labels
     assert set(examples["kind"]) == {"multi", "single"}
     assert (examples[["layer", "head"]].drop_duplicates().to_numpy() == [[2, 1]]).all()
     multi_rows = examples[(examples["kind"] == "multi")]
     word_mass = multi_rows[multi_rows["in_word"] & ~multi_rows["is_query"]].groupby("example")["attention"].sum()
     assert np.allclose(word_mass.to_numpy(), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_last_query_attention_matches_plain_transformers(arch, bpe_tokenizer):
+    """Every head's attention row from the last position, read by the engine (prompts of
+    several lengths, batched by length, batches of 2), equals the last row of
+    ``output_attentions`` of an independent eager transformers forward pass, prompt by prompt."""
+    import copy
+
+    import torch
+    from conftest import tiny_hf_model
+
+    from stages_of_inference.core.engine import Engine
+
+    hf = tiny_hf_model(arch, bpe_tokenizer)
+    engine = Engine(copy.deepcopy(hf), attn_implementation="eager")
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(2, len(bpe_tokenizer), (n,), generator=g).tolist() for n in (7, 9, 7, 5, 9, 7, 7)]
+    rows = last_query_attention(engine, prompts, batch_size=2)
+    assert len(rows) == len(prompts)
+    for prompt, row in zip(prompts, rows):
+        with torch.no_grad():
+            out = hf(torch.tensor([prompt]), output_attentions=True)
+        expected = torch.stack([a[0, :, -1, :] for a in out.attentions]).numpy()  # [n_layers, n_heads, T]
+        assert row.shape == expected.shape == (4, 4, len(prompt))
+        np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row.sum(-1), 1.0, atol=1e-5)
+
+
+def test_last_query_attention_runs_no_unembedding(bpe_tokenizer):
+    """Patterns need no logits: the pass stops after the last block (the unembedding and
+    final norm never run)."""
+    import torch
+    from conftest import tiny_hf_model
+
+    from stages_of_inference.core.engine import Engine
+
+    hf = tiny_hf_model("llama", bpe_tokenizer)
+    engine = Engine(hf, attn_implementation="eager")
+    calls = []
+    handles = [hf.lm_head.register_forward_hook(lambda *a: calls.append("lm_head")),
+               hf.model.norm.register_forward_hook(lambda *a: calls.append("norm"))]
+    try:
+        last_query_attention(engine, [[1, 5, 7, 9], [1, 4, 6, 8]], batch_size=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == []
+
+
+def test_settings_defaults_equal_the_schema():
+    import yaml
+    from pathlib import Path
+
+    from stages_of_inference.casestudies.ing import IngSettings
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[2] / "config/schema.yaml").read_text())
+    sections = schema["properties"]["casestudies"]["properties"]
+    for cls, name in ((SubjoinerSettings, "subjoiner"), (IngSettings, "ing")):
+        defaults = {key: entry["default"] for key, entry in sections[name]["properties"].items()}
+        assert cls().to_dict() == defaults, cls.__name__
+        assert cls.from_config(defaults) == cls()

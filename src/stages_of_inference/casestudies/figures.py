@@ -1,16 +1,13 @@
 """Figures 9 and 10: read tidy tables, draw, save. No model is run here."""
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from ..core.plotting import rows_of, save  # noqa: E402
+from ..core.plotting import rows_of, save
 
 KIND_TITLES = {"multi": "words split into several tokens", "single": "single-token words (control)"}
 ROLE_COLORS = {"prediction": "tab:green", "suppression": "tab:purple"}

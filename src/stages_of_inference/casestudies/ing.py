@@ -18,7 +18,7 @@ and as many negatives, matched on whether the next token continues a word that t
 prompt's last token began (so a probe cannot win by detecting "inside a word"). A
 stratified held-out split (``test_fraction``, ``seed``) is fixed with the prompts.
 
-*Neurons* (``neuron_table``, ``select_neurons``). With the folded weights of
+*Neurons* (``ing_neuron_table``, ``select_neurons``). With the folded weights of
 :func:`stages_of_inference.core.neurons.folded_weights`, every MLP neuron gets the cosines
 ``cos(w_out, W_U[:, v])`` over the vocabulary, and its *ing separation*: the standardised
 mean difference ``(mean over ing tokens − mean over other tokens) / std over the
@@ -64,7 +64,7 @@ PROBE_COLUMNS = ["model", "probe", "n_neurons", "order", "layer", "neuron", "rol
 
 
 @dataclass
-class IngSpec(Settings):
+class IngSettings(Settings):
     section: ClassVar[str] = "casestudies.ing"
     context_tokens: int = 24
     n_prompts: int = 300
@@ -104,10 +104,10 @@ def ing_mask(tokenizer, d_vocab: int) -> tuple[np.ndarray, np.ndarray]:
 # -- prompts ----------------------------------------------------------------------------
 
 
-def build_prompts(documents: Iterable[str], tokenizer, spec: IngSpec, model: str = "") -> pd.DataFrame:
+def build_prompts(documents: Iterable[str], tokenizer, settings: IngSettings, model: str = "") -> pd.DataFrame:
     """Balanced ing / non-ing next-token prompts with a fixed held-out split."""
     ids, words = scan_corpus(documents, tokenizer)
-    c = spec.context_tokens
+    c = settings.context_tokens
     words = [w for w in words if w.last >= c]
     last_is_ing = {}
     for w in words:
@@ -116,13 +116,13 @@ def build_prompts(documents: Iterable[str], tokenizer, spec: IngSpec, model: str
             last_is_ing[tid] = is_ing_string(tokenizer.decode([tid]))
     positives = [w for w in words if w.word.endswith(SUFFIX) and last_is_ing[int(ids[w.doc][w.last])]]
     negatives = [w for w in words if not w.word.endswith(SUFFIX)]
-    rng = np.random.default_rng(spec.seed)
-    positives = cap_per_word(positives, spec.max_per_word, rng)[: spec.n_prompts]
+    rng = np.random.default_rng(settings.seed)
+    positives = cap_per_word(positives, settings.max_per_word, rng)[: settings.n_prompts]
     chosen = [(w, 1) for w in positives]
     for continues in (False, True):
         want = sum((w.n_subtokens > 1) == continues for w in positives)
         pool = [w for w in negatives if (w.n_subtokens > 1) == continues]
-        picked = cap_per_word(pool, spec.max_per_word, rng)[:want]
+        picked = cap_per_word(pool, settings.max_per_word, rng)[:want]
         if len(picked) < want:
             log.warning("%s: only %d of %d matched negatives (continues_word=%s)", model, len(picked), want, continues)
         chosen += [(w, 0) for w in picked]
@@ -149,17 +149,17 @@ def build_prompts(documents: Iterable[str], tokenizer, spec: IngSpec, model: str
             }
         )
     df = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
-    df["split"] = assign_split(df["label"].to_numpy() * 2 + df["continues_word"].to_numpy(), spec)
+    df["split"] = assign_split(df["label"].to_numpy() * 2 + df["continues_word"].to_numpy(), settings)
     return df
 
 
-def assign_split(strata: np.ndarray, spec: IngSpec) -> np.ndarray:
+def assign_split(strata: np.ndarray, settings: IngSettings) -> np.ndarray:
     """Seeded stratified train/test assignment (each stratum split ``test_fraction``)."""
-    rng = np.random.default_rng(spec.seed + 1)
+    rng = np.random.default_rng(settings.seed + 1)
     split = np.full(len(strata), "train", dtype=object)
     for value in np.unique(strata):
         index = rng.permutation(np.flatnonzero(strata == value))
-        n_test = int(round(spec.test_fraction * len(index)))
+        n_test = int(round(settings.test_fraction * len(index)))
         split[index[:n_test]] = "test"
     return split
 
@@ -168,8 +168,8 @@ def assign_split(strata: np.ndarray, spec: IngSpec) -> np.ndarray:
 
 
 @torch.no_grad()
-def neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_real: np.ndarray,
-                 model: str = "", chunk: int = 256, moments_table: pd.DataFrame | None = None) -> pd.DataFrame:
+def ing_neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_real: np.ndarray,
+                     model: str = "", chunk: int = 256, moments_table: pd.DataFrame | None = None) -> pd.DataFrame:
     """ing separation, skew, kurtosis and Universal-Neurons type of every MLP neuron.
 
     ``w_out`` ``[n_layers, d_mlp, d_model]`` and ``w_u`` ``[d_model, d_vocab]`` are the
@@ -274,14 +274,51 @@ def vocab_table(w_out: torch.Tensor, w_u: torch.Tensor, neurons: pd.DataFrame, t
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VOCAB_COLUMNS)
 
 
+def neuron_tables(engine, tokenizer, neurons: pd.DataFrame | None, settings: IngSettings,
+                  model: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Weights only: ``(ing_neurons, vocab)``, the ing separation of every neuron with the
+    selected prediction/suppression neurons (``NEURON_COLUMNS``), and the vocabulary cosines
+    of the top prediction and top suppression neuron (``VOCAB_COLUMNS``).
+
+    ``engine``: an :class:`~stages_of_inference.core.engine.Engine` over the model (its
+    folded weights, :func:`stages_of_inference.core.neurons.folded_weights`); ``neurons``:
+    the ``neurons`` rule's table (skew, kurtosis), so that they are not computed twice.
+    A vocabulary without ing tokens gives two empty tables (logged).
+    """
+    from ..core.neurons import folded_weights
+
+    w_out, w_u = folded_weights(engine)
+    is_ing, is_real = ing_mask(tokenizer, w_u.shape[1])
+    log.info("%s: %d of %d vocabulary tokens end in -ing", model, is_ing.sum(), is_real.sum())
+    if not is_ing.any():
+        log.warning("%s: no vocabulary token ends in -ing; Figure 10 will be empty for this model", model)
+        return pd.DataFrame(columns=NEURON_COLUMNS), pd.DataFrame(columns=VOCAB_COLUMNS)
+    table = select_neurons(ing_neuron_table(w_out, w_u, is_ing, is_real, model, moments_table=neurons),
+                           settings.n_neurons, settings.require_type, model)
+    for role in ROLES:
+        top = table[(table["role"] == role) & (table["role_rank"] == 1)]
+        if len(top):
+            r = top.iloc[0]
+            log.info("%s: top %s neuron L%dN%d, ing separation %.2f (type %s)", model, role, r["layer"],
+                     r["neuron"], r["ing_separation"], r["type"])
+    return table, vocab_table(w_out, w_u, table, tokenizer, is_ing, is_real, model)
+
+
 # -- activations ------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def collect_activations(bridge, prompts: Sequence[Sequence[int]], neurons: Sequence[tuple[int, int]],
+def collect_activations(engine, prompts: Sequence[Sequence[int]], neurons: Sequence[tuple[int, int]],
                         is_ing: np.ndarray, batch_size: int = 16):
     """Last-position ``blocks.{L}.mlp.hook_post`` activations of ``neurons`` ``[n, m]``,
-    and the model's top-1 next token ``[n]`` and probability on ing tokens ``[n]``."""
+    and the model's top-1 next token ``[n]`` and probability on ing tokens ``[n]``.
+
+    ``engine``: a :class:`~stages_of_inference.core.engine.Engine`. One pass per batch
+    (prompts of one batch have one length); the unembedding runs at the last position only.
+    Out-of-memory halves the batch (:func:`~stages_of_inference.core.engine.batched`).
+    """
+    from ..core.engine import batched, hook_name
+
     by_layer: dict[int, list[int]] = {}
     for j, (layer, neuron) in enumerate(neurons):
         by_layer.setdefault(int(layer), []).append(j)
@@ -290,50 +327,91 @@ def collect_activations(bridge, prompts: Sequence[Sequence[int]], neurons: Seque
     top1 = np.zeros(len(prompts), dtype=np.int64)
     p_ing = np.zeros(len(prompts), dtype=np.float64)
     ing = torch.as_tensor(is_ing)  # [d_vocab], the logits' last dimension
-    device = bridge.cfg.device
-    for start in range(0, len(prompts), batch_size):
-        batch = [list(p) for p in prompts[start : start + batch_size]]
+
+    def run(start: int, stop: int) -> None:
+        batch = [list(p) for p in prompts[start:stop]]
         if len({len(p) for p in batch}) != 1:
             raise ValueError("prompts of one batch must have the same length")
         captured: dict[int, torch.Tensor] = {}
 
-        def make_hook(layer):
-            def hook(post, hook):
+        def capture(layer):
+            def hook(post):
                 captured[layer] = post[:, -1, index[layer].to(post.device)].detach().float().cpu()
 
             return hook
 
-        ids = torch.tensor(batch, dtype=torch.long, device=device)
-        logits = bridge.run_with_hooks(
-            ids, fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", make_hook(layer)) for layer in by_layer]
-        )
+        ids = torch.tensor(batch, dtype=torch.long, device=engine.device)
+        logits = engine.forward(ids, [(hook_name(layer, "mlp.hook_post"), capture(layer)) for layer in by_layer],
+                                positions=slice(-1, None))
         last = logits[:, -1].float().cpu()
         probs = last.softmax(-1)
-        rows = slice(start, start + len(batch))
         for layer, cols in by_layer.items():
-            acts[rows, cols] = captured[layer].numpy()
-        top1[rows] = last.argmax(-1).numpy()
-        p_ing[rows] = probs[:, ing].sum(-1).double().numpy()
+            acts[start:stop, cols] = captured[layer].numpy()
+        top1[start:stop] = last.argmax(-1).numpy()
+        p_ing[start:stop] = probs[:, ing].sum(-1).double().numpy()
+
+    batched(len(prompts), batch_size, run)
     return acts, top1, p_ing
+
+
+def selected_neurons(ing_neurons: pd.DataFrame) -> pd.DataFrame:
+    """The neurons with a role, in the order they join the ensembles."""
+    return ing_neurons[ing_neurons["role"].notna()].sort_values("order")
+
+
+def prompt_activations(engine, tokenizer, documents: Iterable[str], ing_neurons: pd.DataFrame,
+                       settings: IngSettings, model: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ing prompt set with the model's own predictions (``PREDICTION_COLUMNS``), and the
+    selected neurons' last-position activations as a long table (``ACTIVATION_COLUMNS``:
+    one row per prompt and neuron, prompt-major, neurons in ``order``).
+
+    With fewer than ``min_prompts`` positives or no selected neuron nothing is run: the
+    prediction columns are empty (NaN) and the activation table has no rows (logged).
+    """
+    prompts = build_prompts(documents, tokenizer, settings, model)
+    selected = selected_neurons(ing_neurons)
+    n_pos = int(prompts["label"].sum())
+    if n_pos < settings.min_prompts or selected.empty:
+        log.warning("%s: %d -ing prompts (casestudies.ing.min_prompts = %d) and %d selected neurons; "
+                    "no probes for this model (a larger corpus gives more -ing words)", model, n_pos,
+                    settings.min_prompts, len(selected))
+        for col in PREDICTION_COLUMNS:
+            prompts[col] = pd.Series(dtype=object)
+        return prompts, pd.DataFrame(columns=ACTIVATION_COLUMNS)
+    is_ing, _ = ing_mask(tokenizer, engine.d_vocab)
+    pairs = [(int(r.layer), int(r.neuron)) for r in selected.itertuples()]
+    acts, top1, p_ing = collect_activations(engine, prompts["input_ids"].tolist(), pairs, is_ing,
+                                            settings.batch_size)
+    prompts["model_top1_id"] = top1
+    prompts["model_top1"] = [display_token(tokenizer, t) for t in top1]
+    prompts["model_says_ing"] = is_ing[top1]
+    prompts["model_p_ing"] = p_ing
+    prompts["model_top1_correct"] = top1 == prompts["next_token_id"].to_numpy()
+    log.info("%s: model says -ing on %.1f%% of positives and %.1f%% of negatives", model,
+             100 * prompts.loc[prompts["label"] == 1, "model_says_ing"].mean(),
+             100 * prompts.loc[prompts["label"] == 0, "model_says_ing"].mean())
+    long = pd.DataFrame(
+        {
+            "model": model,
+            "prompt_id": np.repeat(prompts["prompt_id"].to_numpy(), len(pairs)),
+            "layer": np.tile([p[0] for p in pairs], len(prompts)).astype(np.int32),
+            "neuron": np.tile([p[1] for p in pairs], len(prompts)).astype(np.int32),
+            "activation": acts.ravel(),
+        }
+    )
+    return prompts, long
 
 
 # -- probes -----------------------------------------------------------------------------
 
 
-def _probe_accuracy(x_train, y_train, x_test, y_test, seed: int) -> tuple[float, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    probe.fit(x_train, y_train)
-    return float(probe.score(x_train, y_train)), float(probe.score(x_test, y_test))
-
-
 def fit_probes(prompts: pd.DataFrame, activations: pd.DataFrame, neurons: pd.DataFrame, seed: int = 0,
                model: str = "") -> pd.DataFrame:
-    """Single-neuron and ensemble probes plus the model's own accuracy (module docstring)."""
-    selected = neurons[neurons["role"].notna()].sort_values("order")
+    """Single-neuron and ensemble probes plus the model's own accuracy (module docstring).
+    Raises ``ValueError`` when a split lacks positive or negative prompts."""
+    from ..core.probes import probe_accuracy
+
+    selected = selected_neurons(neurons)
     wide = activations.pivot_table(index="prompt_id", columns=["layer", "neuron"], values="activation")
     prompts = prompts.set_index("prompt_id").loc[wide.index]
     y = prompts["label"].to_numpy().astype(int)
@@ -347,7 +425,7 @@ def fit_probes(prompts: pd.DataFrame, activations: pd.DataFrame, neurons: pd.Dat
 
     def add(probe, col_index, **extra):
         xs = x[:, col_index]
-        tr, te = _probe_accuracy(xs[train], y[train], xs[test], y[test], seed)
+        tr, te = probe_accuracy(xs[train], y[train], xs[test], y[test], seed=seed)
         rows.append({"model": model, "probe": probe, "n_neurons": len(col_index), "train_accuracy": tr,
                      "test_accuracy": te, "n_train": int(train.sum()), "n_test": int(test.sum()), **extra})
 
@@ -373,3 +451,22 @@ def fit_probes(prompts: pd.DataFrame, activations: pd.DataFrame, neurons: pd.Dat
                  "test_accuracy": float(exact[pos_test].mean()),
                  "n_train": int((train & (y == 1)).sum()), "n_test": int(pos_test.sum())})
     return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)
+
+
+def probe_table(prompts: pd.DataFrame, activations: pd.DataFrame, ing_neurons: pd.DataFrame, seed: int = 0,
+                model: str = "") -> pd.DataFrame:
+    """:func:`fit_probes`, or an empty table (``PROBE_COLUMNS``, logged) when there are no
+    activations or a split lacks one of the labels."""
+    try:
+        if activations.empty:
+            raise ValueError("no activations")
+        probes = fit_probes(prompts, activations, ing_neurons, seed, model)
+    except ValueError as exc:
+        log.warning("%s: no probes (%s)", model, exc)
+        return pd.DataFrame(columns=PROBE_COLUMNS)
+    single = probes[probes["probe"] == "single"]["test_accuracy"]
+    ensemble = probes[probes["probe"] == "ensemble"]["test_accuracy"]
+    own = probes.loc[probes["probe"] == "model_top1", "test_accuracy"].iloc[0]
+    log.info("%s: held-out accuracy: single neurons %.3f-%.3f (best), full ensemble %.3f, model top-1 %.3f",
+             model, single.min(), single.max(), ensemble.iloc[-1], own)
+    return probes

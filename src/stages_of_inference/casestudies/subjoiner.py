@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.metrics import rel_depth
 from ..core.settings import Settings
 from .words import bos_prefix, cap_per_word, display_token, scan_corpus
 
@@ -61,7 +62,7 @@ EXAMPLE_COLUMNS = ["model", "layer", "head", "kind", "example", "prompt_id", "wo
 
 
 @dataclass
-class SubjoinerSpec(Settings):
+class SubjoinerSettings(Settings):
     section: ClassVar[str] = "casestudies.subjoiner"
     context_tokens: int = 16
     n_prompts: int = 200
@@ -83,19 +84,19 @@ class SubjoinerSpec(Settings):
 # -- prompts ----------------------------------------------------------------------------
 
 
-def build_prompts(documents: Iterable[str], tokenizer, spec: SubjoinerSpec, model: str = "") -> pd.DataFrame:
+def build_prompts(documents: Iterable[str], tokenizer, settings: SubjoinerSettings, model: str = "") -> pd.DataFrame:
     """Multi-token and single-token prompt sets (see the module docstring)."""
     ids, words = scan_corpus(documents, tokenizer)
     bos = bos_prefix(tokenizer)
-    c = spec.context_tokens
+    c = settings.context_tokens
     pools = {
-        "multi": [w for w in words if 2 <= w.n_subtokens <= spec.max_subtokens and w.first >= c],
+        "multi": [w for w in words if 2 <= w.n_subtokens <= settings.max_subtokens and w.first >= c],
         "single": [w for w in words if w.n_subtokens == 1 and w.first >= c],
     }
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(settings.seed)
     rows = []
     for kind in KINDS:
-        chosen = cap_per_word(pools[kind], spec.max_per_word, rng)[: spec.n_prompts]
+        chosen = cap_per_word(pools[kind], settings.max_per_word, rng)[: settings.n_prompts]
         log.info("%s: %d candidate %s-token words, %d prompts kept", model, len(pools[kind]), kind, len(chosen))
         for w in chosen:
             prompt = bos + ids[w.doc][w.first - c : w.last + 1].tolist()
@@ -120,40 +121,44 @@ def build_prompts(documents: Iterable[str], tokenizer, spec: SubjoinerSpec, mode
 
 
 @torch.no_grad()
-def last_query_attention(bridge, prompts: Sequence[Sequence[int]], batch_size: int = 16) -> list[np.ndarray]:
+def last_query_attention(engine, prompts: Sequence[Sequence[int]], batch_size: int = 16) -> list[np.ndarray]:
     """For each prompt, every head's attention from the last position: ``[n_layers, n_heads, T]``.
 
-    Prompts are batched by length (no padding), read from ``blocks.{l}.attn.hook_pattern``.
+    ``engine``: a :class:`~stages_of_inference.core.engine.Engine` with eager attention.
+    Prompts are batched by length (no padding); each batch is one pass that stops after the
+    last block (no unembedding), with a capture of the last query's row of
+    ``blocks.{L}.attn.hook_pattern``. Out-of-memory halves the batch
+    (:func:`~stages_of_inference.core.engine.batched`).
     """
-    n_layers = bridge.cfg.n_layers
-    device = bridge.cfg.device
+    from ..core.engine import batched, hook_name
+
+    n_layers = engine.n_layers
     out: list[np.ndarray | None] = [None] * len(prompts)
     by_length: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_length[len(p)].append(i)
+
+    def run(index: list[int]) -> None:
+        rows: list[torch.Tensor | None] = [None] * n_layers
+
+        def capture(layer):
+            def hook(pattern):
+                rows[layer] = pattern[:, :, -1, :].detach().float().cpu()
+
+            return hook
+
+        ids = torch.tensor([list(prompts[i]) for i in index], dtype=torch.long, device=engine.device)
+        # run every block, stop before the final norm: no unembedding
+        engine.run_to(ids, n_layers, [(hook_name(l, "attn.hook_pattern"), capture(l)) for l in range(n_layers)])
+        if any(r is None for r in rows):
+            raise RuntimeError("blocks.{L}.attn.hook_pattern did not fire for every layer.")
+        stacked = torch.stack(rows, dim=1).numpy()  # [B, n_layers, n_heads, T]
+        for j, i in enumerate(index):
+            out[i] = stacked[j]
+
     for length in sorted(by_length):
         index = by_length[length]
-        for s in range(0, len(index), batch_size):
-            batch = index[s : s + batch_size]
-            rows: list[torch.Tensor | None] = [None] * n_layers
-
-            def make_hook(layer):
-                def hook(pattern, hook):
-                    rows[layer] = pattern[:, :, -1, :].detach().float().cpu()
-
-                return hook
-
-            ids = torch.tensor([list(prompts[i]) for i in batch], dtype=torch.long, device=device)
-            bridge.run_with_hooks(
-                ids,
-                fwd_hooks=[(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in range(n_layers)],
-                return_type=None,
-            )
-            if any(r is None for r in rows):
-                raise RuntimeError("blocks.{l}.attn.hook_pattern did not fire for every layer.")
-            stacked = torch.stack(rows, dim=1).numpy()  # [B, n_layers, n_heads, T]
-            for j, i in enumerate(batch):
-                out[i] = stacked[j]
+        batched(len(index), batch_size, lambda start, stop: run(index[start:stop]))
     return out  # type: ignore[return-value]
 
 
@@ -198,7 +203,7 @@ def score_table(scores: dict[str, np.ndarray], model: str, n_multi: int, n_singl
             "head": head.ravel().astype(np.int32),
             "n_layers": n_layers,
             "n_heads": n_heads,
-            "rel_depth": layer.ravel() / max(n_layers - 1, 1),
+            "rel_depth": rel_depth(layer.ravel(), n_layers),
             **{key: value.ravel() for key, value in scores.items()},
             "n_multi": n_multi,
             "n_single": n_single,
@@ -209,17 +214,17 @@ def score_table(scores: dict[str, np.ndarray], model: str, n_multi: int, n_singl
 
 
 def examples(prompts: pd.DataFrame, attention: Sequence[np.ndarray], layer: int, head: int,
-             spec: SubjoinerSpec, model: str = "") -> pd.DataFrame:
+             settings: SubjoinerSettings, model: str = "") -> pd.DataFrame:
     """Attention rows of the top head for ``n_examples`` random prompts of each kind."""
-    rng = np.random.default_rng(spec.seed + 1)
+    rng = np.random.default_rng(settings.seed + 1)
     rows = []
     for kind in KINDS:
         pool = prompts.index[prompts["kind"] == kind].to_numpy()
-        pick = rng.choice(pool, size=min(spec.n_examples, len(pool)), replace=False) if len(pool) else []
+        pick = rng.choice(pool, size=min(settings.n_examples, len(pool)), replace=False) if len(pool) else []
         for example, i in enumerate(pick):
             p = prompts.loc[i]
             row = attention[i][layer, head]
-            width = min(spec.show_positions, len(row))
+            width = min(settings.show_positions, len(row))
             k = int(p["n_subtokens"])
             for offset in range(-width + 1, 1):
                 rows.append(
@@ -242,13 +247,16 @@ def examples(prompts: pd.DataFrame, attention: Sequence[np.ndarray], layer: int,
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
 
-def analyse(bridge, tokenizer, documents: Iterable[str], spec: SubjoinerSpec, model: str = ""):
+def analyse(engine, tokenizer, documents: Iterable[str], settings: SubjoinerSettings, model: str = ""):
     """Prompts, per-head scores and the top head's example rows for one model.
 
-    Returns ``(prompts, scores, examples)`` DataFrames; ``scores`` and ``examples`` are
-    empty (with their columns) when the corpus gives no prompt of one kind.
+    ``engine``: an :class:`~stages_of_inference.core.engine.Engine` with eager attention
+    (``engine_for_job(manifest, runtime, "eager")``). Returns ``(prompts, scores,
+    examples)`` DataFrames; ``scores`` and ``examples`` are empty (with their columns) when
+    the corpus gives no prompt of one kind.
     """
-    prompts = build_prompts(documents, tokenizer, spec, model)
+    log.info("%s: sub-joiner heads with %s", model, settings.to_dict())
+    prompts = build_prompts(documents, tokenizer, settings, model)
     counts = prompts["kind"].value_counts()
     n_multi, n_single = int(counts.get("multi", 0)), int(counts.get("single", 0))
     if n_multi == 0 or n_single == 0:
@@ -258,7 +266,7 @@ def analyse(bridge, tokenizer, documents: Iterable[str], spec: SubjoinerSpec, mo
             model, n_multi, n_single,
         )
         return prompts, pd.DataFrame(columns=SCORE_COLUMNS), pd.DataFrame(columns=EXAMPLE_COLUMNS)
-    attention = last_query_attention(bridge, prompts["input_ids"].tolist(), spec.batch_size)
+    attention = last_query_attention(engine, prompts["input_ids"].tolist(), settings.batch_size)
     multi = prompts.index[prompts["kind"] == "multi"]
     single = prompts.index[prompts["kind"] == "single"]
     scores = head_scores([attention[i] for i in multi], prompts.loc[multi, "n_subtokens"].to_numpy(),
@@ -268,5 +276,5 @@ def analyse(bridge, tokenizer, documents: Iterable[str], spec: SubjoinerSpec, mo
     log.info("%s: top sub-joiner head L%dH%d, score %.3f ± %.3f (word %.3f vs control %.3f)", model,
              top["layer"], top["head"], top["score"], top["score_se"], top["word_attention"],
              top["control_attention"])
-    ex = examples(prompts, attention, int(top["layer"]), int(top["head"]), spec, model)
+    ex = examples(prompts, attention, int(top["layer"]), int(top["head"]), settings, model)
     return prompts, table, ex

@@ -158,3 +158,11 @@ def bos_prefix(tokenizer) -> list[int]:
     """``[BOS]`` when the tokenizer has one (the project's sequence convention), else ``[]``."""
     bos = tokenizer.bos_token_id
     return [int(bos)] if bos is not None else []
+
+
+def corpus_documents(corpus: dict) -> list[str]:
+    """The documents of the configured corpus (the ``corpus`` config section): both case
+    studies read words from the texts themselves, not from the sampled token windows."""
+    from ..core.corpus import CorpusSpec, iter_documents
+
+    return list(iter_documents(CorpusSpec.from_config(corpus)))
