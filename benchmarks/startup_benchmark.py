@@ -95,7 +95,7 @@ import time, torch
 t0 = time.perf_counter()
 torch.set_num_threads({threads})
 from stages_of_inference.core.models import load_hf_model
-from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
+from stages_of_inference.core.corpus import CorpusSettings, sample_sequences
 from stages_of_inference.core.engine import layers_for
 from stages_of_inference.robustness.compute import run_sweep
 from transformers import AutoTokenizer
@@ -103,7 +103,7 @@ import json
 manifest = {str(MANIFEST)!r}
 model = load_hf_model(manifest, device='cpu', attn_implementation='sdpa')
 tok = AutoTokenizer.from_pretrained(json.load(open(manifest))['path'])
-tokens, record = sample_sequences(CorpusSpec(n_sequences={n_seq}, seq_len={seq_len}), tok)
+tokens, record = sample_sequences(CorpusSettings(n_sequences={n_seq}, seq_len={seq_len}), tok)
 t1 = time.perf_counter()
 n = model.config.num_hidden_layers
 jobs = [(k, l) for k in ('drop', 'swap') for l in layers_for(k, n)]

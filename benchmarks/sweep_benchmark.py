@@ -127,9 +127,9 @@ def build_model(name, device, dtype=torch.float32):
 
 
 def make_tokens(tokenizer, n_seq, seq_len, vocab):
-    from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
+    from stages_of_inference.core.corpus import CorpusSettings, sample_sequences
 
-    tokens, record = sample_sequences(CorpusSpec(n_sequences=n_seq, seq_len=seq_len, seed=0), tokenizer)
+    tokens, record = sample_sequences(CorpusSettings(n_sequences=n_seq, seq_len=seq_len, seed=0), tokenizer)
     return tokens % vocab, (1 if record["has_bos"] else 0)
 
 

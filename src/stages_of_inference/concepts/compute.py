@@ -142,10 +142,10 @@ def sae_corpus_residuals(engine, tokenizer, corpus: dict, sae: SAESettings, laye
     """The SAE's training tokens: residual vectors of ``sae.n_sequences`` corpus windows of
     ``sae.seq_len`` drawn with ``sae.corpus_seed`` (the ``corpus`` section's source), BOS
     excluded; and a record of what they are."""
-    from ..core.corpus import CorpusSpec, sample_sequences
+    from ..core.corpus import CorpusSettings, sample_sequences
 
     t0 = time.perf_counter()
-    spec = CorpusSpec.from_config({**corpus, "n_sequences": sae.n_sequences, "seq_len": sae.seq_len,
+    spec = CorpusSettings.from_config({**corpus, "n_sequences": sae.n_sequences, "seq_len": sae.seq_len,
                                    "seed": sae.corpus_seed})
     tokens, record = sample_sequences(spec, tokenizer)
     first = 1 if record["has_bos"] else 0

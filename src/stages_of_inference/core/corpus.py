@@ -18,35 +18,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class CorpusSpec:
-    source: str = "embedded"
-    n_sequences: int = 8
-    seq_len: int = 128
-    seed: int = 0
-    text_field: str = "text"
-    split: str = "train"
-    max_documents: int = 20000
+class CorpusSettings(Settings):
+    """The ``corpus`` config section (keys, defaults and allowed values: config/schema.yaml)."""
 
-    @classmethod
-    def from_config(cls, entry: dict) -> "CorpusSpec":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(entry) - known
-        if unknown:
-            raise ValueError(f"corpus: unknown keys {sorted(unknown)}; known keys: {sorted(known)}.")
-        spec = cls(**entry)
-        if spec.seq_len < 3:
-            raise ValueError(f"corpus.seq_len is {spec.seq_len}; use at least 3.")
-        if spec.n_sequences < 1:
-            raise ValueError(f"corpus.n_sequences is {spec.n_sequences}; use at least 1.")
-        return spec
+    section: ClassVar[str] = "corpus"
 
 
 def embedded_documents() -> list[str]:
@@ -56,7 +40,7 @@ def embedded_documents() -> list[str]:
     return [topics[key] for key in sorted(topics)]
 
 
-def iter_documents(spec: CorpusSpec) -> Iterator[str]:
+def iter_documents(spec: CorpusSettings) -> Iterator[str]:
     source = spec.source
     if source == "embedded":
         yield from embedded_documents()
@@ -113,7 +97,7 @@ def token_stream(documents: Iterable[str], tokenizer) -> list[int]:
     return ids
 
 
-def sample_sequences(spec: CorpusSpec, tokenizer):
+def sample_sequences(spec: CorpusSettings, tokenizer):
     """Draw ``n_sequences`` windows; returns ``(tokens [n, seq_len] int64, record dict)``."""
     import torch
 
@@ -134,7 +118,7 @@ def sample_sequences(spec: CorpusSpec, tokenizer):
     if bos is not None:
         rows = torch.cat([torch.full((len(rows), 1), bos, dtype=torch.long), rows], dim=1)
     record = {
-        "corpus": asdict(spec),
+        "corpus": spec.to_dict(),
         "stream_tokens": len(stream),
         "window_starts": starts.tolist(),
         "bos_token_id": bos,

@@ -106,10 +106,13 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any] | None) -> "ModelSpec":
+        """The spec of ``models.<name>``; a bad entry raises a one-line ``ConfigError``."""
+        from .checks import ConfigError
+
         entry = dict(entry or {})
         source = entry.pop("source", None)
         if source not in SOURCES:
-            raise ValueError(
+            raise ConfigError(
                 f"models.{name}.source is {source!r}; use one of {', '.join(SOURCES)} "
                 f"(e.g. `{name}: {{source: embedded}}`)."
             )
@@ -117,7 +120,7 @@ class ModelSpec:
         if spec.source == "hf" and not spec.hf_name:
             spec.hf_name = name
         if spec.source == "random" and not spec.arch:
-            raise ValueError(
+            raise ConfigError(
                 f"models.{name}: a random-weight model needs `arch` (a Hugging Face model_type such as "
                 f"llama, gpt2, gpt_neox, phi, gemma3_text; or an embedded model's name, {', '.join(EMBEDDED)}, "
                 f"for its shape)."
@@ -125,7 +128,7 @@ class ModelSpec:
         if spec.source == "embedded":
             spec.embedded = spec.embedded or (name if name in EMBEDDED else None)
             if spec.embedded not in EMBEDDED:
-                raise ValueError(
+                raise ConfigError(
                     f"models.{name}: which embedded model? Set `embedded:` to one of {', '.join(EMBEDDED)} "
                     f"(or name the model after one)."
                 )

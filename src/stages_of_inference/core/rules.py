@@ -23,10 +23,10 @@ def prepare_model(model: str, spec: dict, out_manifest: str) -> None:
 def corpus(manifest: str, corpus: dict, out_corpus: str, out_record: str) -> None:
     import torch
 
-    from .corpus import CorpusSpec, sample_sequences
+    from .corpus import CorpusSettings, sample_sequences
     from .models import load_prepared_tokenizer
 
-    spec = CorpusSpec.from_config(corpus)
+    spec = CorpusSettings.from_config(corpus)
     tokenizer = load_prepared_tokenizer(manifest)
     ids, record = sample_sequences(spec, tokenizer)
     log.info("sampled %d sequences of %d tokens from %s", *ids.shape, spec.source)

@@ -37,7 +37,7 @@ candidates survive each step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+
 from typing import ClassVar
 
 import logging
@@ -91,30 +91,10 @@ def task_parts(task: str) -> tuple[str, str]:
     return family, variant
 
 
-@dataclass
 class SeqcontSettings(Settings):
-    """The ``seqcont:`` config section (documented in config/schema.yaml; the defaults here
-    equal the schema's, tests/seqcont checks)."""
+    """The ``seqcont:`` config section (keys, defaults and allowed values: config/schema.yaml)."""
 
     section: ClassVar[str] = "seqcont"
-
-    tasks: list[str] = field(default_factory=lambda: list(FAMILIES))
-    circuit_tasks: list[str] = field(default_factory=lambda: list(FAMILIES))
-    n_items: int = 3
-    n_prompts: int = 3
-    separator: str = ", "
-    corruption: str = "random"
-    threshold: float = 0.8
-    n_orders: int = 1
-    seed: int = 0
-
-    def check(self) -> None:
-        for task in [*self.tasks, *self.circuit_tasks]:
-            task_parts(task)
-        if self.corruption not in CORRUPTIONS:
-            raise ValueError(f"seqcont.corruption is {self.corruption!r}; use {' or '.join(CORRUPTIONS)}.")
-        if self.n_items < 2:
-            raise ValueError(f"seqcont.n_items is {self.n_items}; use at least 2.")
 
 
 # --------------------------------------------------------------------------------------
