@@ -302,10 +302,11 @@ def test_neuron_type_counts_use_the_summarys_layers():
 
 
 def test_table2_frame_keeps_order_and_columns():
-    rows = [{"model": "b", "family": "F", "parameters": 10, "layers": 2, "d_model": 8, "heads": 2, "extra": 1},
-            {"heads": 4, "d_model": 16, "layers": 3, "parameters": 20, "family": "G", "model": "a"}]
+    rows = [{"model": "b", "family": "F", "parameters": 10, "layers": 2, "d_model": 8, "heads": 2, "extra": 1,
+             "terms": "T"},
+            {"heads": 4, "d_model": 16, "layers": 3, "parameters": 20, "family": "G", "model": "a", "terms": "U"}]
     table = table2_frame(rows)
-    assert list(table.columns) == ["model", "family", "parameters", "layers", "d_model", "heads"]
+    assert list(table.columns) == ["model", "family", "parameters", "layers", "d_model", "heads", "terms"]
     assert list(table["model"]) == ["b", "a"] and list(table["heads"]) == [2, 4]
 
 
@@ -334,12 +335,12 @@ def test_figures_and_table2_render(tmp_path):
         all_neurons[all_neurons.model == model].to_parquet(tables[-1])
         infos.append(tmp_path / f"{model}.json")
         write_json({"model": model, "family": "X", "parameters": 1234567, "layers": 4, "d_model": 8,
-                    "heads": 2}, infos[-1])
+                    "heads": 2, "terms": "Apache 2.0"}, infos[-1])
     for n in (4, 5, 6, 7, 8):
         out = tmp_path / f"fig{n}.pdf"
-        plot_depth(number=n, summaries=summaries, neurons=tables if n == 6 else [], out_pdf=out)
+        plot_depth(number=n, summaries=summaries, neurons=tables if n == 6 else [], styles={}, out_pdf=out)
         assert out.read_bytes()[:5] == b"%PDF-" and out.stat().st_size > 5_000
     table2(infos=infos, out_csv=tmp_path / "t.csv", out_md=tmp_path / "t.md")
     assert list(pd.read_csv(tmp_path / "t.csv").columns) == ["model", "family", "parameters", "layers",
-                                                            "d_model", "heads"]
+                                                            "d_model", "heads", "terms"]
     assert "1.2M" in (tmp_path / "t.md").read_text()

@@ -116,13 +116,14 @@ rule ing_probes:
 rule plot_fig9:
     """Figure 9: sub-joiner score map and the top head's attention rows, per model."""
     input:
-        scores=expand("results/{model}/subjoiner_scores.parquet", model=MODELS),
-        examples=expand("results/{model}/subjoiner_examples.parquet", model=MODELS),
+        scores=expand("results/{model}/subjoiner_scores.parquet", model=MODELS_OF["casestudies"]),
+        examples=expand("results/{model}/subjoiner_examples.parquet", model=MODELS_OF["casestudies"]),
     output:
         report("figures/fig9.pdf", caption="../report/fig9.rst", category="Figure 9: sub-joiner heads"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["casestudies"],
         code=code("plot_fig9"),
+        styles=STYLES,
     log:
         "logs/plot_fig9.log",
     benchmark:
@@ -137,13 +138,14 @@ rule plot_fig10:
     """Figure 10: -ing probes vs the model's accuracy; vocabulary histograms of the top
     prediction and suppression neurons."""
     input:
-        probes=expand("results/{model}/ing_probes.parquet", model=MODELS),
-        vocab=expand("results/{model}/ing_vocab.parquet", model=MODELS),
+        probes=expand("results/{model}/ing_probes.parquet", model=MODELS_OF["casestudies"]),
+        vocab=expand("results/{model}/ing_vocab.parquet", model=MODELS_OF["casestudies"]),
     output:
         report("figures/fig10.pdf", caption="../report/fig10.rst", category="Figure 10: predicting -ing"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["casestudies"],
         code=code("plot_fig10"),
+        styles=STYLES,
     log:
         "logs/plot_fig10.log",
     benchmark:

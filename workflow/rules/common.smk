@@ -38,11 +38,16 @@
 #   rules ("Mixed rules and functions" lint; it also fires on a comment line with the word
 #   rule, a space and later a colon).
 from stages_of_inference.core.digest import code_digest  # noqa: E402
-from stages_of_inference.core.models import ModelSpec, job_gpus, model_shape  # noqa: E402
+from stages_of_inference.core.models import STUDIES, ModelSpec, job_gpus, model_shape  # noqa: E402
+from stages_of_inference.core.plotting import model_styles  # noqa: E402
 from stages_of_inference.robustness.rules import chunk_layers, chunk_name  # noqa: E402
 
 CONDA_ENV = "../envs/stages.yaml"  # relative to workflow/rules/
-MODELS = {name: ModelSpec.from_config(name, entry) for name, entry in config["models"].items()}
+MODELS = {name: config_check(ModelSpec.from_config, name, entry) for name, entry in config["models"].items()}
+# The models of each study (models.<name>.studies; the random-weight control joins the paper's
+# figures only), and one drawing style per model for every figure (a figure rule's param).
+MODELS_OF = {study: [name for name, spec in MODELS.items() if spec.joins(study)] for study in STUDIES}
+STYLES = model_styles(config["models"])
 SHAPES = {name: config_check(model_shape, spec) for name, spec in MODELS.items()}
 N_LAYERS = {name: shape.n_layers for name, shape in SHAPES.items()}
 KINDS = config["interventions"]["kinds"]
@@ -95,39 +100,32 @@ wildcard_constraints:
     chunk=r"\d{3}-\d{3}",
 
 
-# The per-model tables users open (results/{model}/...).
-MODEL_TABLES = [
-    "interventions.parquet",
-    "interventions_tokens.parquet",
-    "layer_stats.parquet",
-    "layer_stats_tokens.parquet",
-    "neurons.parquet",
-    *(f"subjoiner_{name}.parquet" for name in ("prompts", "scores", "examples")),
-    *(f"ing_{name}.parquet" for name in ("neurons", "vocab", "prompts", "activations", "probes")),
-    *(f"self_repair{name}.parquet" for name in ("", "_tokens", "_neurons")),
-    *(f"seqcont_{name}.parquet" for name in ("prompts", "counts", "tasks", "components", "successor",
-                                             "circuits", "circuit_summary", "overlap")),
-    *(f"concept_{name}.parquet" for name in ("sentences", "sae", "sae_training", "sae_features", "probes",
-                                             "methods", "findings")),
-]
+# The per-model tables users open (results/{model}/...), per study.
+MODEL_TABLES = {
+    "robustness": ["interventions.parquet", "interventions_tokens.parquet"],
+    "depth": ["layer_stats.parquet", "layer_stats_tokens.parquet", "neurons.parquet"],
+    "casestudies": [*(f"subjoiner_{name}.parquet" for name in ("prompts", "scores", "examples")),
+                    *(f"ing_{name}.parquet" for name in ("neurons", "vocab", "prompts", "activations", "probes"))],
+    "self_repair": [f"self_repair{name}.parquet" for name in ("", "_tokens", "_neurons")],
+    "seqcont": [f"seqcont_{name}.parquet" for name in ("prompts", "counts", "tasks", "components", "successor",
+                                                         "circuits", "circuit_summary", "overlap")],
+    "concepts": [f"concept_{name}.parquet" for name in ("sentences", "sae", "sae_training", "sae_features", "probes",
+                                                          "methods", "findings")],
+}
+# The figures and tables of each study (figures/...).
+STUDY_FIGURES = {
+    "robustness": ["fig3.pdf", "table_robustness.md", "table_robustness.csv"],
+    "depth": [*(f"fig{n}.pdf" for n in (4, 5, 6, 7, 8)), "table2.md", "table2.csv"],
+    "casestudies": ["fig9.pdf", "fig10.pdf"],
+    "self_repair": ["self_repair.pdf", "self_repair_tokens.pdf"],
+    "seqcont": ["seqcont_tasks.pdf", "seqcont_heads.pdf", "seqcont_circuits.pdf"],
+    "concepts": ["sae_training.pdf", "concept_methods.pdf"],
+}
 
 ALL_TARGETS = [
-    *(f"results/{model}/{table}" for model in MODELS for table in MODEL_TABLES),
-    "figures/fig3.pdf",
-    "figures/table_robustness.md",
-    "figures/table_robustness.csv",
-    *(f"figures/fig{n}.pdf" for n in (4, 5, 6, 7, 8)),
-    "figures/table2.md",
-    "figures/table2.csv",
-    "figures/fig9.pdf",
-    "figures/fig10.pdf",
-    "figures/self_repair.pdf",
-    "figures/self_repair_tokens.pdf",
-    "figures/seqcont_tasks.pdf",
-    "figures/seqcont_heads.pdf",
-    "figures/seqcont_circuits.pdf",
-    "figures/sae_training.pdf",
-    "figures/concept_methods.pdf",
+    *(f"results/{model}/{table}" for study in STUDIES for model in MODELS_OF[study]
+      for table in MODEL_TABLES[study]),
+    *(f"figures/{name}" for study in STUDIES if MODELS_OF[study] for name in STUDY_FIGURES[study]),
 ]
 
 

@@ -89,14 +89,15 @@ rule concept_probes:
 rule plot_sae_training:
     """SAE training curves and quality, per model."""
     input:
-        training=expand("results/{model}/concept_sae_training.parquet", model=MODELS),
-        quality=expand("results/{model}/concept_sae.parquet", model=MODELS),
-        features=expand("results/{model}/concept_sae_features.parquet", model=MODELS),
+        training=expand("results/{model}/concept_sae_training.parquet", model=MODELS_OF["concepts"]),
+        quality=expand("results/{model}/concept_sae.parquet", model=MODELS_OF["concepts"]),
+        features=expand("results/{model}/concept_sae_features.parquet", model=MODELS_OF["concepts"]),
     output:
         report("figures/sae_training.pdf", caption="../report/sae_training.rst", category="Concept features"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["concepts"],
         code=code("plot_sae_training"),
+        styles=STYLES,
     log:
         "logs/plot_sae_training.log",
     benchmark:
@@ -110,13 +111,14 @@ rule plot_sae_training:
 rule plot_concept_methods:
     """Held-out accuracy of every selection method and feature space, per concept and model."""
     input:
-        methods=expand("results/{model}/concept_methods.parquet", model=MODELS),
-        findings=expand("results/{model}/concept_findings.parquet", model=MODELS),
+        methods=expand("results/{model}/concept_methods.parquet", model=MODELS_OF["concepts"]),
+        findings=expand("results/{model}/concept_findings.parquet", model=MODELS_OF["concepts"]),
     output:
         report("figures/concept_methods.pdf", caption="../report/concept_methods.rst", category="Concept features"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["concepts"],
         code=code("plot_concept_methods"),
+        styles=STYLES,
     log:
         "logs/plot_concept_methods.log",
     benchmark:

@@ -72,13 +72,14 @@ for _n, _title in DEPTH_FIGURES.items():
         name:
             f"plot_fig{_n}"
         input:
-            summaries=expand("results/{model}/layer_stats.parquet", model=MODELS),
-            neurons=expand("results/{model}/neurons.parquet", model=MODELS) if _n == 6 else [],
+            summaries=expand("results/{model}/layer_stats.parquet", model=MODELS_OF["depth"]),
+            neurons=expand("results/{model}/neurons.parquet", model=MODELS_OF["depth"]) if _n == 6 else [],
         output:
             report(f"figures/fig{_n}.pdf", caption=f"../report/fig{_n}.rst", category=_title),
         params:
             number=_n,
             code=code("plot_depth"),
+            styles=STYLES,
         log:
             f"logs/plot_fig{_n}.log",
         benchmark:
@@ -92,7 +93,7 @@ for _n, _title in DEPTH_FIGURES.items():
 rule table2:
     """Table 2: family, parameters, layers, d_model and heads of every configured model."""
     input:
-        expand("results/{model}/model_info.json", model=MODELS),
+        expand("results/{model}/model_info.json", model=MODELS_OF["depth"]),
     output:
         csv=report("figures/table2.csv", caption="../report/table2.rst", category="Table 2: the models"),
         md="figures/table2.md",

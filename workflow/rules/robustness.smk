@@ -50,7 +50,7 @@ rule interventions:
 rule plot_fig3:
     """Figure 3: swap (top) and drop (bottom); KL, top-1 agreement, Δentropy."""
     input:
-        expand("results/{model}/interventions.parquet", model=MODELS),
+        expand("results/{model}/interventions.parquet", model=MODELS_OF["robustness"]),
     output:
         report(
             "figures/fig3.pdf",
@@ -59,6 +59,7 @@ rule plot_fig3:
         ),
     params:
         code=code("plot_fig3"),
+        styles=STYLES,
     log:
         "logs/plot_fig3.log",
     benchmark:
@@ -72,7 +73,7 @@ rule plot_fig3:
 rule table_robustness:
     """Headline table: fraction of baseline accuracy retained per model and intervention."""
     input:
-        expand("results/{model}/interventions.parquet", model=MODELS),
+        expand("results/{model}/interventions.parquet", model=MODELS_OF["robustness"]),
     output:
         csv=report(
             "figures/table_robustness.csv",

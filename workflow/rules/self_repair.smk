@@ -36,12 +36,13 @@ rule self_repair:
 rule plot_self_repair:
     """Self-repair vs direct effect per head, its parts against depth, the final norm's share."""
     input:
-        heads=expand("results/{model}/self_repair.parquet", model=MODELS),
+        heads=expand("results/{model}/self_repair.parquet", model=MODELS_OF["self_repair"]),
     output:
         report("figures/self_repair.pdf", caption="../report/self_repair.rst", category="Self-repair"),
     params:
         top_fraction=SELF_REPAIR["top_fraction"],
         code=code("plot_self_repair"),
+        styles=STYLES,
     log:
         "logs/plot_self_repair.log",
     benchmark:
@@ -55,13 +56,14 @@ rule plot_self_repair:
 rule plot_self_repair_tokens:
     """Per-token spread of self-repair / direct effect for the heads with the largest DE."""
     input:
-        heads=expand("results/{model}/self_repair.parquet", model=MODELS),
-        tokens=expand("results/{model}/self_repair_tokens.parquet", model=MODELS),
+        heads=expand("results/{model}/self_repair.parquet", model=MODELS_OF["self_repair"]),
+        tokens=expand("results/{model}/self_repair_tokens.parquet", model=MODELS_OF["self_repair"]),
     output:
         report("figures/self_repair_tokens.pdf", caption="../report/self_repair_tokens.rst", category="Self-repair"),
     params:
         figure_heads=SELF_REPAIR["figure_heads"],
         code=code("plot_self_repair_tokens"),
+        styles=STYLES,
     log:
         "logs/plot_self_repair_tokens.log",
     benchmark:

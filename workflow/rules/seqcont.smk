@@ -105,14 +105,15 @@ rule seqcont_overlap:
 rule plot_seqcont_tasks:
     """Accuracy and logit difference per task and model."""
     input:
-        tasks=expand("results/{model}/seqcont_tasks.parquet", model=MODELS),
-        counts=expand("results/{model}/seqcont_counts.parquet", model=MODELS),
+        tasks=expand("results/{model}/seqcont_tasks.parquet", model=MODELS_OF["seqcont"]),
+        counts=expand("results/{model}/seqcont_counts.parquet", model=MODELS_OF["seqcont"]),
     output:
         report("figures/seqcont_tasks.pdf", caption="../report/seqcont_tasks.rst",
                category="Sequence-continuation circuits"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["seqcont"],
         code=code("plot_seqcont_tasks"),
+        styles=STYLES,
     log:
         "logs/plot_seqcont_tasks.log",
     benchmark:
@@ -126,13 +127,14 @@ rule plot_seqcont_tasks:
 rule plot_seqcont_heads:
     """Mean-ablation effect map (layer x head, MLP) per task and model."""
     input:
-        components=expand("results/{model}/seqcont_components.parquet", model=MODELS),
+        components=expand("results/{model}/seqcont_components.parquet", model=MODELS_OF["seqcont"]),
     output:
         report("figures/seqcont_heads.pdf", caption="../report/seqcont_heads.rst",
                category="Sequence-continuation circuits"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["seqcont"],
         code=code("plot_seqcont_heads"),
+        styles=STYLES,
     log:
         "logs/plot_seqcont_heads.log",
     benchmark:
@@ -146,16 +148,17 @@ rule plot_seqcont_heads:
 rule plot_seqcont_circuits:
     """Each task's circuit, the overlap across tasks, successor scores, circuit sizes."""
     input:
-        circuits=expand("results/{model}/seqcont_circuits.parquet", model=MODELS),
-        summary=expand("results/{model}/seqcont_circuit_summary.parquet", model=MODELS),
-        overlap=expand("results/{model}/seqcont_overlap.parquet", model=MODELS),
-        successor=expand("results/{model}/seqcont_successor.parquet", model=MODELS),
+        circuits=expand("results/{model}/seqcont_circuits.parquet", model=MODELS_OF["seqcont"]),
+        summary=expand("results/{model}/seqcont_circuit_summary.parquet", model=MODELS_OF["seqcont"]),
+        overlap=expand("results/{model}/seqcont_overlap.parquet", model=MODELS_OF["seqcont"]),
+        successor=expand("results/{model}/seqcont_successor.parquet", model=MODELS_OF["seqcont"]),
     output:
         report("figures/seqcont_circuits.pdf", caption="../report/seqcont_circuits.rst",
                category="Sequence-continuation circuits"),
     params:
-        models=list(MODELS),
+        models=MODELS_OF["seqcont"],
         code=code("plot_seqcont_circuits"),
+        styles=STYLES,
     log:
         "logs/plot_seqcont_circuits.log",
     benchmark:

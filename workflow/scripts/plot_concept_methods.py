@@ -6,5 +6,6 @@ with job(snakemake):
         models=snakemake.params.models,
         methods=list(snakemake.input.methods),
         findings=list(snakemake.input.findings),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

@@ -6,5 +6,6 @@ with job(snakemake):
         number=snakemake.params.number,
         summaries=list(snakemake.input.summaries),
         neurons=list(snakemake.input.neurons),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

@@ -6,5 +6,6 @@ with job(snakemake):
         models=snakemake.params.models,
         probes=list(snakemake.input.probes),
         vocab=list(snakemake.input.vocab),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

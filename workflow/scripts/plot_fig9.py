@@ -6,5 +6,6 @@ with job(snakemake):
         models=snakemake.params.models,
         scores=list(snakemake.input.scores),
         examples=list(snakemake.input.examples),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

@@ -7,5 +7,6 @@ with job(snakemake):
         training=list(snakemake.input.training),
         quality=list(snakemake.input.quality),
         features=list(snakemake.input.features),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

@@ -5,5 +5,6 @@ with job(snakemake):
     plot_self_repair(
         heads=list(snakemake.input.heads),
         top_fraction=snakemake.params.top_fraction,
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

@@ -6,5 +6,6 @@ with job(snakemake):
         heads=list(snakemake.input.heads),
         tokens=list(snakemake.input.tokens),
         figure_heads=snakemake.params.figure_heads,
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

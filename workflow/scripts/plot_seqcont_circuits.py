@@ -8,5 +8,6 @@ with job(snakemake):
         summary=list(snakemake.input.summary),
         overlap=list(snakemake.input.overlap),
         successor=list(snakemake.input.successor),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

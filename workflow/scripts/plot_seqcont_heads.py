@@ -5,5 +5,6 @@ with job(snakemake):
     plot_seqcont_heads(
         models=snakemake.params.models,
         components=list(snakemake.input.components),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

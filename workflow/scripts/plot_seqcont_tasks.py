@@ -6,5 +6,6 @@ with job(snakemake):
         models=snakemake.params.models,
         tasks=list(snakemake.input.tasks),
         counts=list(snakemake.input.counts),
+        styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

@@ -74,7 +74,7 @@ def _strip(ax, rows: pd.DataFrame) -> None:
                   fontsize=7, labelpad=4)
 
 
-def plot_fig9(models: list[str], scores: pd.DataFrame, examples: pd.DataFrame, out_pdf) -> None:
+def plot_fig9(models: list[str], scores: pd.DataFrame, examples: pd.DataFrame, out_pdf, styles=None) -> None:
     """Per model: the layers × heads score map, and the top head's attention rows (from the
     last token) for random multi-token and single-token prompts, tokens as tick labels."""
     sns.set_theme(style="white", context="paper")
@@ -163,7 +163,7 @@ def _hist_panel(ax, v: pd.DataFrame, role: str, model: str) -> None:
     ax.legend(fontsize=7, loc="upper center", ncol=2)
 
 
-def plot_fig10(models: list[str], probes: pd.DataFrame, vocab: pd.DataFrame, out_pdf) -> None:
+def plot_fig10(models: list[str], probes: pd.DataFrame, vocab: pd.DataFrame, out_pdf, styles=None) -> None:
     """Per model: (a) probe accuracies vs the model's own; (b) vocabulary histograms of the
     top suppression (top) and prediction (bottom) neurons."""
     sns.set_theme(style="whitegrid", context="paper")

@@ -34,10 +34,10 @@ def subjoiner(model: str, manifest: str, corpus: dict, settings: dict, runtime: 
     write_parquet(examples, out_examples)
 
 
-def plot_fig9(models: Sequence[str], scores: Sequence[str], examples: Sequence[str], out_pdf: str) -> None:
+def plot_fig9(models: Sequence[str], scores: Sequence[str], examples: Sequence[str], styles: dict, out_pdf: str) -> None:
     from .figures import plot_fig9 as draw
 
-    draw(list(models), read_tables(scores), read_tables(examples), out_pdf)
+    draw(list(models), read_tables(scores), read_tables(examples), out_pdf, styles=styles)
 
 
 # -- Figure 10 --------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def ing_probes(model: str, prompts: str, activations: str, ing_neurons: str, set
     write_parquet(probes, out)
 
 
-def plot_fig10(models: Sequence[str], probes: Sequence[str], vocab: Sequence[str], out_pdf: str) -> None:
+def plot_fig10(models: Sequence[str], probes: Sequence[str], vocab: Sequence[str], styles: dict, out_pdf: str) -> None:
     from .figures import plot_fig10 as draw
 
-    draw(list(models), read_tables(probes), read_tables(vocab), out_pdf)
+    draw(list(models), read_tables(probes), read_tables(vocab), out_pdf, styles=styles)

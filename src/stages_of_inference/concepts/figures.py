@@ -16,7 +16,7 @@ SPACE_LABELS = {"raw": "raw residual", "sae": "SAE features"}
 
 
 def plot_sae_training(models: Sequence[str], training: pd.DataFrame, quality: pd.DataFrame,
-                      features: pd.DataFrame, out_pdf) -> None:
+                      features: pd.DataFrame, out_pdf, styles=None) -> None:
     """Per model: training curve (explained variance, L0, dead features) and the
     distribution of feature firing rates, with the held-out quality in the title."""
     palette = model_palette(models)
@@ -53,7 +53,7 @@ def plot_sae_training(models: Sequence[str], training: pd.DataFrame, quality: pd
     save(fig, out_pdf)
 
 
-def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd.DataFrame, out_pdf) -> None:
+def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd.DataFrame, out_pdf, styles=None) -> None:
     """Held-out accuracy of every (space, method) with 95% intervals: one panel per model and
     concept; the last column gives the seed's three findings as paired differences."""
     concepts = list(dict.fromkeys(summary["concept"]))

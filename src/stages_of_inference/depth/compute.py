@@ -242,7 +242,7 @@ def norm_ratio(a: np.ndarray, m: np.ndarray) -> tuple[float, float]:
 
 # -- Figure 6's neuron counts and Table 2 ------------------------------------------------------
 
-TABLE2_COLUMNS = ("model", "family", "parameters", "layers", "d_model", "heads")
+TABLE2_COLUMNS = ("model", "family", "parameters", "layers", "d_model", "heads", "terms")
 
 
 def neuron_type_counts(summary, neurons):

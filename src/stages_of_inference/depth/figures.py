@@ -38,7 +38,7 @@ def _log_axis(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_depth_metric(summary: pd.DataFrame, figure: int, out_pdf) -> None:
+def plot_depth_metric(summary: pd.DataFrame, figure: int, out_pdf, styles=None) -> None:
     """One line per model (mean ± SE over tokens) against relative depth."""
     column, ylabel, title = SINGLE_PANEL[figure]
     sns.set_theme(style="whitegrid", context="paper")
@@ -62,7 +62,7 @@ def plot_depth_metric(summary: pd.DataFrame, figure: int, out_pdf) -> None:
     save(fig, out_pdf)
 
 
-def plot_fig6(summary: pd.DataFrame, counts: pd.DataFrame, out_pdf) -> None:
+def plot_fig6(summary: pd.DataFrame, counts: pd.DataFrame, out_pdf, styles=None) -> None:
     """Logit-lens KL(P_final ‖ P_layer) (left axis) and prediction / suppression neuron
     counts (right axis) per relative depth; one panel per model."""
     sns.set_theme(style="whitegrid", context="paper")

@@ -49,15 +49,15 @@ def neurons(model: str, spec: dict, manifest: str, runtime: dict, out_neurons: s
     write_json(info, out_info)
 
 
-def plot_depth(number: int, summaries: Sequence[str], neurons: Sequence[str], out_pdf: str) -> None:
+def plot_depth(number: int, summaries: Sequence[str], neurons: Sequence[str], styles: dict, out_pdf: str) -> None:
     from .compute import neuron_type_counts
     from .figures import plot_depth_metric, plot_fig6
 
     summary = read_tables(summaries)
     if number == 6:
-        plot_fig6(summary, neuron_type_counts(summary, read_tables(neurons)), out_pdf)
+        plot_fig6(summary, neuron_type_counts(summary, read_tables(neurons)), out_pdf, styles=styles)
     else:
-        plot_depth_metric(summary, number, out_pdf)
+        plot_depth_metric(summary, number, out_pdf, styles=styles)
     log.info("figure %d: %d models -> %s", number, summary["model"].nunique(), out_pdf)
 
 

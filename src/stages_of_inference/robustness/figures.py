@@ -2,7 +2,7 @@
 ``interventions_summary`` tables; never runs a model."""
 from __future__ import annotations
 
-from ..core.plotting import line_with_band, model_palette, plt, save, sns
+from ..core.plotting import line_with_band, plt, save, sns, style_of
 
 
 FIG3_PANELS = (
@@ -12,11 +12,10 @@ FIG3_PANELS = (
 )
 
 
-def plot_fig3(summary, out_pdf) -> None:
+def plot_fig3(summary, out_pdf, styles=None) -> None:
     """2 rows (swap, drop; only those in the table) x 3 columns (KL, top-1 agreement,
     Δentropy) vs relative depth."""
     sns.set_theme(style="whitegrid", context="paper")
-    palette = model_palette(summary["model"])
     kinds = [k for k in ("swap", "drop") if k in set(summary["kind"].astype(str))]  # config: kinds
     fig, axes = plt.subplots(len(kinds), 3, figsize=(13, 3.3 * len(kinds)), sharex=True, squeeze=False)
     for row, kind in enumerate(kinds):
@@ -24,7 +23,7 @@ def plot_fig3(summary, out_pdf) -> None:
         for col, (metric, label) in enumerate(FIG3_PANELS):
             ax = axes[row, col]
             for model, g in sub.groupby("model", sort=False):
-                line_with_band(ax, g, f"{metric}_mean", f"{metric}_se", palette[model], model)
+                line_with_band(ax, g, f"{metric}_mean", f"{metric}_se", style_of(styles, model))
             ax.set_title(f"{'Adjacent swap' if kind == 'swap' else 'Layer drop'}: {label.split(' [')[0]}", fontsize=10)
             ax.set_ylabel(label, fontsize=9)
             if metric == "top1_agree":

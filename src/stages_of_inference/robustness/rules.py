@@ -72,11 +72,11 @@ def interventions(model: str, n_layers: int, chunks: Sequence[str], out_summary:
     log.info("%s: %d token rows, %d (kind, layer) groups", model, len(df), len(summary))
 
 
-def plot_fig3(summaries: Sequence[str], out_pdf: str) -> None:
+def plot_fig3(summaries: Sequence[str], styles: dict, out_pdf: str) -> None:
     from ..core.io import read_tables
     from .figures import plot_fig3 as draw
 
-    draw(read_tables(summaries), out_pdf)
+    draw(read_tables(summaries), out_pdf, styles=styles)
 
 
 def table_robustness(summaries: Sequence[str], out_csv: str, out_md: str) -> None:

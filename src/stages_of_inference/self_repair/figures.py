@@ -14,7 +14,7 @@ def _models(heads: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(heads["model"]))
 
 
-def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = None) -> None:
+def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = None, styles=None) -> None:
     """Per model (rows): (a) self-repair vs direct effect per head (means over each head's
     top tokens), coloured by relative depth; (b) the fraction of the direct effect given
     back, per part, against relative depth (points: heads; lines: per-layer medians);
@@ -81,7 +81,7 @@ def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = 
     save(fig, out_pdf)
 
 
-def plot_self_repair_tokens(tokens: pd.DataFrame, heads: pd.DataFrame, out_pdf, figure_heads: int = 8) -> None:
+def plot_self_repair_tokens(tokens: pd.DataFrame, heads: pd.DataFrame, out_pdf, figure_heads: int = 8, styles=None) -> None:
     """Per model (rows): for the ``figure_heads`` heads with the largest direct effect, (a) the
     spread of the per-token ratio SR/DE over their top tokens (0: no repair, 1: full,
     above 1: over-correction) and (b) self-repair vs direct effect per token."""

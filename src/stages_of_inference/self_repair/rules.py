@@ -32,13 +32,15 @@ def self_repair(model: str, manifest: str, corpus: str, record: str, settings: d
     write_parquet(res.neurons, out_neurons)
 
 
-def plot_self_repair(heads: Sequence[str], top_fraction: float, out_pdf: str) -> None:
+def plot_self_repair(heads: Sequence[str], top_fraction: float, styles: dict, out_pdf: str) -> None:
     from .figures import plot_self_repair as draw
 
-    draw(read_tables(heads), out_pdf, top_fraction)
+    draw(read_tables(heads), out_pdf, top_fraction, styles=styles)
 
 
-def plot_self_repair_tokens(heads: Sequence[str], tokens: Sequence[str], figure_heads: int, out_pdf: str) -> None:
+def plot_self_repair_tokens(heads: Sequence[str], tokens: Sequence[str], figure_heads: int, styles: dict,
+                            out_pdf: str) -> None:
     from .figures import plot_self_repair_tokens as draw
 
-    draw(read_tables(tokens, filters=[("top", "==", True)]), read_tables(heads), out_pdf, figure_heads=figure_heads)
+    draw(read_tables(tokens, filters=[("top", "==", True)]), read_tables(heads), out_pdf, figure_heads=figure_heads,
+         styles=styles)

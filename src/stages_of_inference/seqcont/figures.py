@@ -32,7 +32,7 @@ def _empty(ax, text):
     ax.set_yticks([])
 
 
-def plot_tasks(models, tasks: pd.DataFrame, counts: pd.DataFrame, out_pdf) -> None:
+def plot_tasks(models, tasks: pd.DataFrame, counts: pd.DataFrame, out_pdf, styles=None) -> None:
     """Accuracy (bars) and logit difference (bars; corrupted prompts as black ticks)."""
     names = _tasks_in_order(tasks, counts)
     palette = model_palette(models)
@@ -90,7 +90,7 @@ def _layer_axis(ax, n_layers, n_heads, left=True):
         ax.set_ylabel("layer", fontsize=7)
 
 
-def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0) -> None:
+def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0, styles=None) -> None:
     """Mean-ablation effect on the logit difference, % of |clean|, per component."""
     names = _tasks_in_order(components)
     ncol = max(1, len(names))
@@ -123,7 +123,7 @@ def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0) -
 
 
 def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap: pd.DataFrame,
-                  successor: pd.DataFrame, out_pdf) -> None:
+                  successor: pd.DataFrame, out_pdf, styles=None) -> None:
     """Per model: each task's circuit (order 0; shading: share of seeded orders keeping
     the component), the number of tasks sharing each component, the best successor score
     of each head with circuit members outlined, and the circuit sizes per task and order."""

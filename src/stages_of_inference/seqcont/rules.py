@@ -77,21 +77,22 @@ def seqcont_overlap(model: str, circuits: str, successor: str, out: str) -> None
     write_parquet(model_overlap(model, pd.read_parquet(circuits), pd.read_parquet(successor)), out)
 
 
-def plot_seqcont_tasks(models: Sequence[str], tasks: Sequence[str], counts: Sequence[str], out_pdf: str) -> None:
+def plot_seqcont_tasks(models: Sequence[str], tasks: Sequence[str], counts: Sequence[str], styles: dict,
+                       out_pdf: str) -> None:
     from .figures import plot_tasks
 
-    plot_tasks(list(models), read_tables(tasks), read_tables(counts), out_pdf)
+    plot_tasks(list(models), read_tables(tasks), read_tables(counts), out_pdf, styles=styles)
 
 
-def plot_seqcont_heads(models: Sequence[str], components: Sequence[str], out_pdf: str) -> None:
+def plot_seqcont_heads(models: Sequence[str], components: Sequence[str], styles: dict, out_pdf: str) -> None:
     from .figures import plot_heads
 
-    plot_heads(list(models), read_tables(components), out_pdf)
+    plot_heads(list(models), read_tables(components), out_pdf, styles=styles)
 
 
 def plot_seqcont_circuits(models: Sequence[str], circuits: Sequence[str], summary: Sequence[str],
-                          overlap: Sequence[str], successor: Sequence[str], out_pdf: str) -> None:
+                          overlap: Sequence[str], successor: Sequence[str], styles: dict, out_pdf: str) -> None:
     from .figures import plot_circuits
 
     plot_circuits(list(models), read_tables(circuits), read_tables(summary), read_tables(overlap),
-                  read_tables(successor), out_pdf)
+                  read_tables(successor), out_pdf, styles=styles)
