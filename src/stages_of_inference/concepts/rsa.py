@@ -19,8 +19,9 @@ pairs of the training split (``scipy.stats.ttest_ind``):
   (negative-negative): high when the concept's sentences form a tighter category than
   the contrast sentences do.
 
-The seed README names the two contrasts, discriminative and categorical, and says that RSA
-only selected features; the definitions above are this project's. Similarity is
+The seed README names the two RSA variants, discriminative and categorical, and used RSA
+only to select features (not in the classifier), as here; it does not define them, so the
+definitions above are this project's. Similarity is
 ``artanh(r)`` and high scores mean the concept's sentences are more alike.
 
 *Refused features.* A feature gets no score (NaN; :func:`stages_of_inference.concepts.compute.top_k` never selects it) in a split where
