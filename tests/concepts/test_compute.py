@@ -67,3 +67,28 @@ def test_stimuli_missing_or_unpaired(tmp_path):
     (tmp_path / "x_negative.txt").write_text("c\n")
     with pytest.raises(ValueError, match="2 positive but 1 negative"):
         load_stimuli([str(tmp_path / "x_positive.txt"), str(tmp_path / "x_negative.txt")], ["x"])
+
+
+def test_no_scored_feature_gives_the_intercept_only_probe():
+    """Every feature fires on one sentence only: RSA refuses all of them (k = 0) and the
+    probe is the intercept-only one, at chance on the balanced splits; max activation still
+    picks top_k features."""
+    import torch
+
+    from stages_of_inference.concepts.compute import majority_accuracy, probe_concept, window_means
+    from stages_of_inference.concepts.settings import ConceptSettings
+
+    n_per, window, n_features = 12, 6, 10
+    labels = np.r_[np.ones(n_per), np.zeros(n_per)].astype(int)
+    pair_ids = np.r_[np.arange(n_per), np.arange(n_per)]
+    patterns = torch.zeros(2 * n_per, window, n_features)
+    for f in range(n_features):
+        patterns[f, f % window, f] = 1.0 + f
+    means = window_means(patterns, np.full(2 * n_per, window))
+    spec = ConceptSettings.from_config({"n_splits": 3, "top_k": 4})
+    df = probe_concept("m", "c", {"sae": (patterns, means)}, labels, pair_ids, spec)
+    rsa_rows = df[df.method != "maxact"]
+    assert (rsa_rows["k"] == 0).all() and (rsa_rows["refused"] == n_features).all()
+    assert (rsa_rows["test_accuracy"] == 0.5).all() and (rsa_rows["train_accuracy"] == 0.5).all()
+    assert (df.loc[df.method == "maxact", "k"] == 4).all() and (df.loc[df.method == "maxact", "refused"] == 0).all()
+    assert majority_accuracy(np.array([1, 1, 0]), np.array([1, 0, 0, 0])) == (pytest.approx(2 / 3), 0.25)

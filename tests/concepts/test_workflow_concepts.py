@@ -27,7 +27,11 @@ def test_targets_and_tables(run):
         probes = pd.read_parquet(res / "concept_probes.parquet")
         combos = probes.groupby(["concept", "space", "method"]).size()
         assert len(combos) == 2 * 2 * 3 and (combos == 3).all()  # 2 concepts x 2 spaces x 3 methods, 3 splits
-        assert (probes["features"].map(len) == 8).all()
+        assert (probes["features"].map(len) == probes["k"]).all() and (probes["k"] <= 8).all()
+        assert (probes.loc[probes.method == "maxact", "k"] == 8).all()
+        # the RSA rule refuses SAE features only (raw dimensions always have every pair)
+        assert (probes.loc[(probes.method == "maxact") | (probes.space == "raw"), "refused"] == 0).all()
+        assert (probes.loc[(probes.method != "maxact") & (probes.space == "sae"), "refused"] > 0).any()
         assert (probes["n_test"] == 40).all()  # 20 of 80 pairs held out, both members
         methods = pd.read_parquet(res / "concept_methods.parquet")
         means = probes.groupby(["concept", "space", "method"])["test_accuracy"].mean()

@@ -62,7 +62,9 @@ rule concept_sae:
 
 rule concept_probes:
     """{raw, SAE} x {max activation, RSA categorical, RSA discriminative}: top-k features
-    on each training split, L1 logistic regression scored on the held-out pairs."""
+    on each training split (RSA refuses features with too few defined pairs or a t of
+    rounding noise: concepts.rsa_min_pairs, rsa_min_se), L1 logistic regression scored on
+    the held-out pairs."""
     input:
         patterns="results/{model}/concept_stimuli.safetensors",
         sentences="results/{model}/concept_sentences.parquet",
@@ -73,7 +75,8 @@ rule concept_probes:
         methods="results/{model}/concept_methods.parquet",
         findings="results/{model}/concept_findings.parquet",
     params:
-        settings=pick(CONCEPTS, "concepts", "top_k", "n_splits", "test_fraction", "C", "seed"),
+        settings=pick(CONCEPTS, "concepts", "top_k", "rsa_min_pairs", "rsa_min_se", "n_splits",
+                        "test_fraction", "C", "seed"),
         code=code("concept_probes"),
     threads: RUNTIME["threads"]
     log:

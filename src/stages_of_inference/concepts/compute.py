@@ -7,8 +7,8 @@ core engine's ``run_to(ids, layer)``: blocks 0..layer-1 run, then the pass stops
 * SAE training tokens: seeded corpus windows (``core.corpus``), every position but BOS.
 * Stimulus sentences: ``[BOS] + sentence`` tokens, right-padded in a batch (causal
   attention: padding after a sentence cannot change its positions). Each sentence gives its
-  *token pattern*, the first ``window`` tokens after BOS (zero-padded when shorter, as in
-  the seed), and its *window mean*, the mean over those of its tokens (padding excluded).
+  *token pattern*, the first ``window`` tokens after BOS (zero-padded when shorter), and
+  its *window mean*, the mean over those of its tokens (padding excluded).
   SAE features are computed per token and set to 0 on padding.
 
 *Feature spaces.* ``raw`` = the residual stream's d_model dimensions; ``sae`` = the SAE's
@@ -16,9 +16,17 @@ features.
 
 *Selection methods* (training split only), each giving the top ``top_k`` features:
 
-* ``maxact``: the largest window-mean activation over training sentences of both
-  classes (the seed's ``max_activation``: magnitude only, no use of the labels);
-* ``rsa_categorical``, ``rsa_discriminative``: :mod:`.rsa`.
+* ``maxact`` (the seed README's "maximum activations"; this definition is ours): the
+  largest window-mean activation over training sentences of both classes (magnitude only,
+  no use of the labels);
+* ``rsa_categorical``, ``rsa_discriminative``: :mod:`.rsa`. A feature whose RSA score rests
+  on fewer than ``rsa_min_pairs`` (default 45) defined sentence pairs on either side of its
+  t test, or whose t statistic has a standard error below ``rsa_min_se`` (default 0.001,
+  Fisher-z units), is refused: it has no score and is never selected (an SAE feature that
+  fires on 4 of 120 training sentences has a t of rounding noise and was the top pick of
+  4 of 20 splits per concept on SmolLM2 without the rule). Where fewer than ``top_k``
+  features have a score, fewer are selected; with none the probe is the intercept-only one
+  (it predicts the training split's majority class).
 
 *Probe.* L1 logistic regression (liblinear, ``C``) on the standardised window means of the
 selected features, fit on the training split, scored on the held-out split.
@@ -211,14 +219,27 @@ def maxact_scores(means: np.ndarray, train: np.ndarray) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores, best first (ties: lower index first)."""
+    """Indices of the ``k`` highest scores, best first (ties: lower index first); a NaN
+    score (a refused feature, :mod:`.rsa`) is never selected, so fewer than ``k`` may come
+    back."""
+    scores = np.asarray(scores, dtype=float)
     order = np.lexsort((np.arange(len(scores)), -scores))
-    return order[:k]
+    return order[np.isfinite(scores[order])][:k]
+
+
+def majority_accuracy(y_train: np.ndarray, y_test: np.ndarray) -> tuple[float, float]:
+    """Train and held-out accuracy of the intercept-only probe (no features): it predicts
+    the training split's majority class (ties: class 0, as a logistic regression whose
+    probability is exactly 0.5 does)."""
+    guess = int(np.mean(y_train) > 0.5)
+    return float(np.mean(y_train == guess)), float(np.mean(y_test == guess))
 
 
 def probe_concept(model: str, concept: str, spaces: dict[str, tuple[torch.Tensor, np.ndarray]],
                   labels: np.ndarray, pair_ids: np.ndarray, spec: ConceptSettings) -> pd.DataFrame:
-    """Every (space, method, split): the selected features and the probe's accuracies.
+    """Every (space, method, split): the selected features (``k`` of them, at most
+    ``top_k``), how many features the RSA rule refused (``refused``; 0 for ``maxact``) and
+    the probe's accuracies.
 
     ``spaces`` maps a space name to (token patterns [n, W, F], window means [n, F]).
     """
@@ -228,17 +249,26 @@ def probe_concept(model: str, concept: str, spaces: dict[str, tuple[torch.Tensor
     train = ~test
     rows = []
     for space, (patterns, means) in spaces.items():
-        scores = {"maxact": maxact_scores(means, train), **rsa_scores(patterns, labels, train)}
+        scores = {"maxact": maxact_scores(means, train),
+                  **rsa_scores(patterns, labels, train, min_pairs=spec.rsa_min_pairs, min_se=spec.rsa_min_se)}
         for method in METHODS:
+            refused = (~np.isfinite(scores[method])).sum(axis=1)
+            if method in RSA_METHODS:
+                log.info("%s %s %s %s: %.0f of %d features refused per split on average (rsa_min_pairs %d, "
+                         "rsa_min_se %g)", model, concept, space, method, refused.mean(), scores[method].shape[1],
+                         spec.rsa_min_pairs, spec.rsa_min_se)
             for s in range(spec.n_splits):
                 chosen = top_k(scores[method][s], spec.top_k)
                 tr, te = train[s], test[s]
-                acc_train, acc_test = probe_accuracy(means[tr][:, chosen], labels[tr], means[te][:, chosen],
-                                                     labels[te], seed=spec.seed + s, C=spec.C, l1=True,
-                                                     max_iter=1000)
+                if len(chosen):
+                    acc_train, acc_test = probe_accuracy(means[tr][:, chosen], labels[tr], means[te][:, chosen],
+                                                         labels[te], seed=spec.seed + s, C=spec.C, l1=True,
+                                                         max_iter=1000)
+                else:
+                    acc_train, acc_test = majority_accuracy(labels[tr], labels[te])
                 rows.append({
                     "model": model, "concept": concept, "space": space, "method": method, "split": s,
-                    "k": len(chosen), "n_train": int(tr.sum()), "n_test": int(te.sum()),
+                    "k": len(chosen), "refused": int(refused[s]), "n_train": int(tr.sum()), "n_test": int(te.sum()),
                     "train_accuracy": acc_train, "test_accuracy": acc_test,
                     "features": chosen.astype(np.int64).tolist(),
                     "scores": scores[method][s][chosen].astype(float).tolist(),
@@ -289,7 +319,7 @@ def method_summary(probes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# The seed's three findings as paired per-split differences of held-out accuracy.
+# The three findings of the seed README's tl;dr, as paired per-split differences of held-out accuracy.
 FINDINGS = {
     "rsa_vs_maxact": ("RSA > max activation", "method", ("rsa_categorical", "rsa_discriminative"), ("maxact",)),
     "sae_vs_raw": ("SAE > raw activations", "space", ("sae",), ("raw",)),
@@ -303,7 +333,7 @@ def findings(probes: pd.DataFrame) -> pd.DataFrame:
     model and concept and pooled over concepts (per split, the concepts' mean).
 
     ``scope`` = ``all``: averaged over the other axis (both spaces for the method findings,
-    all methods for SAE vs raw), as in the seed's summary; the other scopes restrict it to
+    all methods for SAE vs raw); the other scopes restrict it to
     one space (method findings) or one method (SAE vs raw)."""
     rows = []
     wide = probes.pivot_table(index=["model", "concept", "split"], columns=["space", "method"],

@@ -1,4 +1,9 @@
-"""Figures of the concept-features study: read tidy tables, draw. No model is run here."""
+"""Figures of the concept-features study: read tidy tables, draw. No model is run here.
+
+Every model is drawn in its own style (``core.plotting.style_of``: colour, line style,
+marker, label; a random-weight control grey, dashed, hatched bars), so the models share
+each panel's axes and compare directly.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,101 +11,144 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from ..core.plotting import model_palette, save
+from ..core.plotting import rows_of, save, style_of
 
 METHOD_LABELS = {"maxact": "max activation", "rsa_categorical": "RSA categorical",
                  "rsa_discriminative": "RSA discriminative"}
-SPACE_COLORS = {"raw": "#7f7f7f", "sae": "#1f77b4"}
+METHOD_SHORT = {"maxact": "max\nact.", "rsa_categorical": "RSA\ncat.", "rsa_discriminative": "RSA\ndiscr."}
 SPACE_LABELS = {"raw": "raw residual", "sae": "SAE features"}
 
 
 def plot_sae_training(models: Sequence[str], training: pd.DataFrame, quality: pd.DataFrame,
                       features: pd.DataFrame, out_pdf, styles=None) -> None:
-    """Per model: training curve (explained variance, L0, dead features) and the
-    distribution of feature firing rates, with the held-out quality in the title."""
-    palette = model_palette(models)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    """The models on shared axes: training curve (explained variance, L0, dead features)
+    and the distribution of feature firing rates; the held-out quality in the legend."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    handles = []
+    all_rates = features["firing_rate"].to_numpy() if len(features) else np.zeros(1)
+    floor = 10 ** np.floor(np.log10(max(all_rates[all_rates > 0].min(), 1e-9))) / 10 if (all_rates > 0).any() else 1e-6
+    bins = np.linspace(np.log10(floor), 0, 41)
     for model in models:
-        t = training[training["model"] == model].sort_values("step")
-        q = quality[quality["model"] == model].iloc[0]
-        color = palette[model]
-        label = (f"{model}: held-out EV {q['val_explained_variance']:.3f}, L0 {q['val_l0']:.1f}, "
-                 f"dead {int(q['dead_features'])}/{int(q['d_sae'])}")
-        axes[0].plot(t["tokens_seen"], t["explained_variance"], color=color, lw=1.2, label=label)
-        axes[0].scatter([t["tokens_seen"].max()], [q["val_explained_variance"]], color=color, marker="*", s=80,
-                        zorder=3, edgecolor="k", linewidth=0.5)
-        axes[1].plot(t["tokens_seen"], t["l0"], color=color, lw=1.2)
-        axes[2].plot(t["tokens_seen"], t["dead"] / q["d_sae"], color=color, lw=1.2)
-        rates = features.loc[features["model"] == model, "firing_rate"].to_numpy()
-        floor = 1.0 / max(q["n_train_tokens"] + q.get("n_val_tokens", 0), 1)
-        axes[3].hist(np.log10(np.clip(rates, floor / 10, None)), bins=40, color=color, alpha=0.55,
-                     label=f"{model} (never fired: {int((rates == 0).sum())})")
-    axes[0].set(xlabel="training tokens", ylabel="explained variance (batch)", ylim=(min(0, axes[0].get_ylim()[0]), 1),
-                title="Reconstruction (★ = held-out)")
+        st = style_of(styles, model)
+        t = rows_of(training, model).sort_values("step")
+        q = rows_of(quality, model).iloc[0]
+        line = {"color": st["color"], "ls": st["ls"], "lw": 1.4}
+        label = (f"{st['label']}: d_sae {int(q['d_sae'])}, held-out EV {q['val_explained_variance']:.3f}, "
+                 f"L0 {q['val_l0']:.1f}, never fired {int(q['dead_features'])}")
+        handles.append(Line2D([], [], marker=st["marker"], ms=5, label=label, **line))
+        axes[0].plot(t["tokens_seen"], t["explained_variance"], **line)
+        axes[0].scatter([t["tokens_seen"].max()], [q["val_explained_variance"]], color=st["color"], marker="*",
+                        s=110, zorder=3, edgecolor="k", linewidth=0.5)
+        axes[1].plot(t["tokens_seen"], t["l0"], marker=st["marker"], ms=3, **line)
+        axes[2].plot(t["tokens_seen"], t["dead"] / q["d_sae"], marker=st["marker"], ms=3, **line)
+        rates = rows_of(features, model)["firing_rate"].to_numpy()
+        axes[3].hist(np.log10(np.clip(rates, floor, None)), bins=bins, histtype="step", **line)
+    axes[0].set(xlabel="training tokens", ylabel="explained variance (batch)",
+                ylim=(min(0, axes[0].get_ylim()[0]), 1), title="Reconstruction (★ = held-out tokens)")
     axes[1].set(xlabel="training tokens", ylabel="L0 (active features / token)", title="Sparsity")
+    axes[1].set_ylim(0, axes[1].get_ylim()[1] * 1.15)
     axes[2].set(xlabel="training tokens", ylabel="fraction dead (not fired recently)", title="Dead features",
                 ylim=(-0.02, 1.02))
     axes[3].set(xlabel="log10 firing rate (train + held-out tokens)", ylabel="features",
-                title="Feature firing rates")
-    axes[3].legend(fontsize=7, loc="upper left")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=max(1, len(models)), fontsize=8,
-               bbox_to_anchor=(0.5, -0.08), frameon=False)
+                title=f"Feature firing rates (never fired: at {np.log10(floor):.0f})")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle("SAE on the residual stream (middle layer by default): training and quality", y=1.03)
+    fig.legend(handles=handles, loc="lower center", ncol=1, fontsize=8, bbox_to_anchor=(0.5, -0.04 * len(models)),
+               frameon=False)
+    fig.suptitle("SAE on the residual stream entering concepts.layer (default the middle block): training and "
+                 "quality per model", y=1.02)
     fig.tight_layout()
     save(fig, out_pdf)
 
 
-def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd.DataFrame, out_pdf, styles=None) -> None:
-    """Held-out accuracy of every (space, method) with 95% intervals: one panel per model and
-    concept; the last column gives the seed's three findings as paired differences."""
+def _status(row) -> str:
+    return "holds" if row["holds"] else ("reversed" if row["reversed"] else "open")
+
+
+def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd.DataFrame, out_pdf,
+                         styles=None) -> None:
+    """Held-out accuracy of every (space, method) with 95% intervals: a panel per concept,
+    the models side by side in each group; the last panel gives the seed README's three
+    findings as paired differences pooled over concepts, one interval per model."""
     concepts = list(dict.fromkeys(summary["concept"]))
     methods = [m for m in METHOD_LABELS if m in set(summary["method"])]
     spaces = [s for s in SPACE_LABELS if s in set(summary["space"])]
-    n_rows, n_cols = len(models), len(concepts) + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.6 * n_rows), squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * len(concepts) + [1.3]})
-    width = 0.8 / max(len(spaces), 1)
-    for r, model in enumerate(models):
-        for c, concept in enumerate(concepts):
-            ax = axes[r, c]
+    groups = [(s, m) for s in spaces for m in methods]
+    n_models = max(len(models), 1)
+    fig, axes = plt.subplots(1, len(concepts) + 1, figsize=(4.6 * len(concepts) + 6.2, 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * len(concepts) + [1.35]})
+    axes = axes[0]
+    width = 0.8 / n_models
+    x0 = np.arange(len(groups)) + np.repeat(np.arange(len(spaces)), len(methods)) * 0.5  # a gap between spaces
+    for c, concept in enumerate(concepts):
+        ax = axes[c]
+        n_splits = set()
+        for i, model in enumerate(models):
+            st = style_of(styles, model)
             d = summary[(summary["model"] == model) & (summary["concept"] == concept)]
-            for j, space in enumerate(spaces):
-                ds = d[d["space"] == space].set_index("method").reindex(methods)
-                x = np.arange(len(methods)) + (j - (len(spaces) - 1) / 2) * width
-                y = ds["test_accuracy"].to_numpy()
-                err = np.vstack([y - ds["ci_low"].to_numpy(), ds["ci_high"].to_numpy() - y])
-                ax.bar(x, y, width=width * 0.9, color=SPACE_COLORS[space], alpha=0.8,
-                       label=SPACE_LABELS[space] if (r, c) == (0, 0) else None)
-                ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="none", ecolor="k", capsize=3, lw=1)
-            ax.axhline(0.5, color="k", ls=":", lw=1)
-            ax.set_xticks(np.arange(len(methods)), [METHOD_LABELS[m].replace(" ", "\n", 1) for m in methods],
-                          fontsize=8)
-            ax.set_ylim(0.3, 1.02)
-            ax.set_ylabel("held-out accuracy" if c == 0 else "")
-            k = int(d["n_splits"].iloc[0]) if len(d) else 0
-            ax.set_title(f"{model}: {concept} ({k} splits)", fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
-        ax = axes[r, -1]
-        f = found[(found["model"] == model) & (found["concept"] == "pooled")].reset_index(drop=True)
-        if "scope" in f:  # overall first, then restricted to one space / one method
-            f["label"] = [lbl if sc == "all" else f"  ({sc} only)" for lbl, sc in zip(f["label"], f["scope"])]
-        y = np.arange(len(f))[::-1]
-        for i, row in f.iterrows():
-            color = "tab:green" if row["holds"] else ("tab:red" if row["reversed"] else "tab:gray")
-            ax.errorbar(row["difference"], y[i], xerr=[[row["difference"] - row["ci_low"]],
-                                                       [row["ci_high"] - row["difference"]]],
-                        fmt="o", color=color, capsize=3)
-        ax.axvline(0, color="k", lw=1)
-        ax.set_yticks(y, [lbl.replace(" > ", " > ").replace(" >= ", " ≥ ") for lbl in f["label"]], fontsize=7)
-        ax.set_xlabel("accuracy difference (pooled over concepts)")
-        ax.set_title(f"{model}: the seed's findings", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    fig.legend(loc="lower center", ncol=len(spaces), bbox_to_anchor=(0.5, -0.03), frameon=False)
-    fig.suptitle("Concept probes: top-k features by max activation or RSA, on raw activations or SAE "
-                 "features; L1 logistic regression, mean and 95% corrected interval over seeded splits",
-                 y=1.01, fontsize=10)
+            d = d.set_index(["space", "method"]).reindex(groups)
+            n_splits |= set(d["n_splits"].dropna().astype(int))
+            x = x0 + (i - (n_models - 1) / 2) * width
+            y = d["test_accuracy"].to_numpy()
+            err = np.vstack([y - d["ci_low"].to_numpy(), d["ci_high"].to_numpy() - y])
+            ax.bar(x, y, width=width * 0.92, color=st["color"], alpha=0.85, hatch="//" if st.get("control") else None,
+                   edgecolor="white" if not st.get("control") else "k", lw=0.5)
+            ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="none", ecolor="k", capsize=2, lw=0.9)
+        ax.axhline(0.5, color="k", ls=":", lw=1)
+        ax.set_xticks(x0, [METHOD_SHORT[m] for _, m in groups], fontsize=8)
+        for j, space in enumerate(spaces):
+            mid = x0[j * len(methods): (j + 1) * len(methods)].mean()
+            ax.text(mid, 1.035, SPACE_LABELS[space], ha="center", va="bottom", fontsize=9,
+                    transform=ax.get_xaxis_transform())
+            if j:
+                ax.axvline((x0[j * len(methods) - 1] + x0[j * len(methods)]) / 2, color="0.6", lw=0.8)
+        ax.set_ylim(0.3, 1.0)
+        ax.set_ylabel("held-out accuracy" if c == 0 else "")
+        splits = "/".join(str(k) for k in sorted(n_splits)) or "0"
+        ax.set_title(f"{concept} ({splits} splits)\n", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    # the findings: one row per (finding, scope), the models offset within a row
+    ax = axes[-1]
+    pooled = found[found["concept"] == "pooled"]
+    keys = list(dict.fromkeys(zip(pooled["finding"], pooled["scope"])))
+    labels = {}
+    for r in pooled.itertuples():
+        labels[(r.finding, r.scope)] = (r.label.replace(" >= ", " ≥ ") if r.scope == "all"
+                                        else f"   ({SPACE_LABELS.get(r.scope, METHOD_LABELS.get(r.scope, r.scope))} only)")
+    y_of = {k: len(keys) - 1 - i for i, k in enumerate(keys)}
+    offset = 0.6 / n_models
+    for i, model in enumerate(models):
+        st = style_of(styles, model)
+        f = pooled[pooled["model"] == model]
+        for _, row in f.iterrows():
+            y = y_of[(row["finding"], row["scope"])] + ((n_models - 1) / 2 - i) * offset
+            status = _status(row)
+            marker = "X" if status == "reversed" else st["marker"]
+            face = "white" if status == "open" else st["color"]
+            ax.errorbar(row["difference"], y, xerr=[[row["difference"] - row["ci_low"]],
+                                                    [row["ci_high"] - row["difference"]]],
+                        fmt=marker, color=st["color"], mfc=face, mec=st["color"], ms=6, capsize=2.5, lw=1.2,
+                        ls="none")
+    for k in range(len(keys) - 1):  # separate the three findings
+        if keys[k][0] != keys[k + 1][0]:
+            ax.axhline(y_of[keys[k]] - 0.5, color="0.6", lw=0.8)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks([y_of[k] for k in keys], [labels[k] for k in keys], fontsize=8)
+    ax.set_ylim(-0.6, len(keys) - 0.4)
+    ax.set_xlabel("held-out accuracy difference (pooled over concepts)")
+    ax.set_title("The seed README's three findings\n", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    model_handles = [Patch(facecolor=style_of(styles, m)["color"], hatch="//" if style_of(styles, m).get("control")
+                           else None, label=style_of(styles, m)["label"]) for m in models]
+    status_handles = [Line2D([], [], marker="o", color="0.3", mfc="0.3", ls="none", label="finding holds (95% CI > 0)"),
+                      Line2D([], [], marker="o", color="0.3", mfc="white", ls="none", label="CI includes 0"),
+                      Line2D([], [], marker="X", color="0.3", ls="none", label="reversed (95% CI < 0)")]
+    fig.legend(handles=model_handles + status_handles, loc="lower center", ncol=len(model_handles) + 3,
+               bbox_to_anchor=(0.5, -0.07), frameon=False, fontsize=9)
+    fig.suptitle("Concept probes: top-k features by max activation or RSA, on raw activations or SAE features; "
+                 "L1 logistic regression, mean and 95% corrected interval over seeded splits", y=1.03, fontsize=10)
     fig.tight_layout()
     save(fig, out_pdf)
