@@ -25,10 +25,13 @@ _CONTROL_GREYS = ["#7f7f7f", "#a6a6a6", "#555555"]
 
 def model_styles(models: Mapping[str, Mapping]) -> dict[str, dict]:
     """``{model: {color, ls, marker, label, control}}`` from the config's ``models`` section
-    (name -> spec), in config order: the same for every figure of a run."""
+    (name -> spec), in config order: the same for every figure of a run. A random-weight
+    model is drawn as a control next to trained models; where every model is random (the
+    tests' tiny models) each gets a colour of its own."""
     styles, trained, controls = {}, 0, 0
+    any_trained = any((spec or {}).get("source") != "random" for spec in models.values())
     for name, spec in models.items():
-        control = (spec or {}).get("source") == "random"
+        control = any_trained and (spec or {}).get("source") == "random"
         if control:
             colour = _CONTROL_GREYS[controls % len(_CONTROL_GREYS)]
             controls += 1

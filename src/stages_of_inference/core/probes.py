@@ -8,7 +8,7 @@ def probe_accuracy(x_train, y_train, x_test, y_test, *, seed: int = 0, C: float 
     """Train and held-out accuracy of a logistic regression on standardised inputs.
 
     ``l1=False``: L2 penalty, lbfgs (scikit-learn's defaults); ``l1=True``: L1 penalty with
-    liblinear (the concept-features seed's probe). ``C`` is the inverse regularisation.
+    liblinear (the concept-features study's sparse probe). ``C`` is the inverse regularisation.
     """
     import sklearn
     from sklearn.linear_model import LogisticRegression
