@@ -161,6 +161,8 @@ def test_job_gpus_follow_runtime_device():
     assert job_gpus("cpu") == 0
     assert job_gpus("cuda") == 1 and job_gpus("cuda:1") == 1
     assert job_gpus("auto") in (0, 1)
+    # jobs sent to a cluster land on its nodes: auto asks for a GPU there, cpu never does
+    assert job_gpus("auto", cluster=True) == 1 and job_gpus("cpu", cluster=True) == 0
 
 
 # -- defaults live in the schema alone (the settings classes: tests/core/test_settings.py)

@@ -32,10 +32,10 @@ CONFIG = {
     "runtime": {"device": "auto", "dtype": "float32", "threads": 1},
 }
 OUTPUTS = [
-    "results/tiny-gpt2/tokens.json",
+    "results/tiny-gpt2/corpus.json",
     "results/tiny-gpt2/interventions/drop/000-001.parquet",
     "results/tiny-gpt2/interventions.parquet",
-    "results/tiny-gpt2/interventions_summary.parquet",
+    "results/tiny-gpt2/interventions_tokens.parquet",
     "figures/fig3.pdf",
 ]
 
@@ -70,23 +70,24 @@ def test_profile_runs_jobs_on_slurm_like_a_local_run(slurm_cluster, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     start = time.monotonic()
     # the profile as documented; threads as locally so the numbers may be compared bitwise
-    out = run(tmp_path / "cluster", "--profile", "profiles/slurm", "--set-threads", "intervene=1",
+    out = run(tmp_path / "cluster", "--profile", "profiles/slurm", "--set-threads", "interventions_chunk=1",
               "--retries", "0")
     took = time.monotonic() - start
     print(f"SLURM run: {took:.0f} s")
     jobs = [line for line in out.splitlines() if "has been submitted with SLURM jobid" in line]
     assert len(jobs) == 5, out[-3000:]
-    # squeue (no accounting) still lists the finished jobs: all completed, intervene on the
-    # gpu partition holding the GRES gpu
+    # squeue (no accounting) still lists the finished jobs: all completed, the model job on the
+    # gpu partition holding the GRES gpu (runtime.device auto on a cluster asks for one)
     ids = ",".join(line.split("SLURM jobid ")[1].split()[0] for line in jobs)
     table = subprocess.run(["squeue", "--states=all", "--noheader", "--jobs", ids, "--Format",
                             "JobID:|,Comment:|,Partition:|,State:|,tres-per-job:|"],
                            capture_output=True, text=True, check=True).stdout
     rows = [line.split("|") for line in table.split()]
     assert len(rows) == 5 and {r[3] for r in rows} == {"COMPLETED"}, table
-    intervene = [r for r in rows if r[1].startswith("rule_intervene")]
-    assert len(intervene) == 1 and intervene[0][2] == "gpu" and "gpu" in intervene[0][4], table
-    assert {r[2] for r in rows if not r[1].startswith("rule_intervene")} == {"cpu"}, table
+    model_jobs = [r for r in rows if r[1].startswith("rule_interventions_chunk")]
+    assert len(model_jobs) == 1 and model_jobs[0][2] == "gpu" and "gpu" in model_jobs[0][4], table
+    others = [r for r in rows if not r[1].startswith("rule_interventions_chunk")]
+    assert {r[2] for r in others} == {"cpu"} and not any("gpu" in r[4] for r in others), table
 
     run(tmp_path / "local", "--cores", "2")
     for name in OUTPUTS:
@@ -95,7 +96,7 @@ def test_profile_runs_jobs_on_slurm_like_a_local_run(slurm_cluster, tmp_path):
             pd.testing.assert_frame_equal(pd.read_parquet(cluster), pd.read_parquet(local), check_exact=True)
         else:
             assert cluster.read_bytes() == local.read_bytes(), name
-    assert torch.equal(torch.load(tmp_path / "cluster/results/tiny-gpt2/tokens.pt"),
-                       torch.load(tmp_path / "local/results/tiny-gpt2/tokens.pt"))
-    summary = pd.read_parquet(tmp_path / "cluster/results/tiny-gpt2/interventions_summary.parquet")
+    assert torch.equal(torch.load(tmp_path / "cluster/results/tiny-gpt2/corpus.pt", weights_only=True),
+                       torch.load(tmp_path / "local/results/tiny-gpt2/corpus.pt", weights_only=True))
+    summary = pd.read_parquet(tmp_path / "cluster/results/tiny-gpt2/interventions.parquet")
     assert len(summary) == 2 and (summary.kl_mean > 0).all()

@@ -26,6 +26,8 @@ def hand_edited_logits(hf, input_ids, order):
     model.config.num_hidden_layers = len(order)
     if hasattr(model.config, "n_layer"):
         model.config.n_layer = len(order)
+    if getattr(model.config, "layer_types", None):  # each block keeps its own attention type (Gemma)
+        model.config.layer_types = [hf.config.layer_types[i] for i in order]
     with torch.no_grad():
         return model(input_ids=input_ids, use_cache=False).logits
 

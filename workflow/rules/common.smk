@@ -54,8 +54,9 @@ KINDS = config["interventions"]["kinds"]
 RUNTIME = config["runtime"]
 # Settings that change a model's numbers beyond rounding: a param of every model rule.
 NUMERICS = {key: RUNTIME[key] for key in ("dtype", "matmul_precision")}
-# GPUs per model-running job, from runtime.device (auto: is an NVIDIA driver present?)
-GPU = job_gpus(RUNTIME["device"])
+# GPUs per model-running job, from runtime.device (auto: on a cluster, or where this machine
+# has an NVIDIA driver; cpu: none, and no profile asks for one on its own)
+GPU = job_gpus(RUNTIME["device"], cluster=not workflow.local_exec)
 # Scheduling: jobs that unblock others or run longest start first (`priority:`), so that
 # on a few cores the last minutes are not one long job running alone.
 PRIORITY = {"corpus": 100, "seqcont_prompts": 100, "interventions_chunk": 50, "seqcont_circuits": 50,

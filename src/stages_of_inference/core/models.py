@@ -338,12 +338,13 @@ def max_positions(spec: ModelSpec) -> int | None:
     return model_shape(spec).max_positions
 
 
-def job_gpus(device: str) -> int:
+def job_gpus(device: str, cluster: bool = False) -> int:
     """GPUs a model-running job asks for (its ``resources: gpu``), from ``runtime.device``:
-    0 for ``cpu``, 1 for ``cuda[:N]``, and for ``auto`` 1 when this machine shows an
-    NVIDIA driver (without importing torch: the DAG is planned in a second)."""
+    0 for ``cpu``, 1 for ``cuda[:N]``, and for ``auto`` 1 when the jobs run on a cluster
+    (each on a node of its partition) or this machine shows an NVIDIA driver (checked
+    without importing torch: the DAG is planned in a second)."""
     if device == "auto":
-        return int(nvidia_driver_present())
+        return int(cluster or nvidia_driver_present())
     return int(device.startswith("cuda"))
 
 
