@@ -16,7 +16,8 @@ rule self_repair:
         tokens="results/{model}/self_repair_tokens.parquet",
         neurons="results/{model}/self_repair_neurons.parquet",
     params:
-        settings=pick(SELF_REPAIR, "n_sequences", "seq_len", "ablation", "target", "top_fraction", "n_top_neurons"),
+        settings=pick(SELF_REPAIR, "n_sequences", "seq_len", "ablation", "resample_offset", "target", "positions",
+                      "centre_unembed", "top_fraction", "n_top_neurons"),
         code=code("self_repair"),
         numerics=NUMERICS,
     threads: RUNTIME["threads"]
