@@ -98,7 +98,7 @@ def plot_self_repair(heads: pd.DataFrame, out_pdf, top_fraction: float | None = 
                 label=f"{st['label']}: median {pct.median():.1%}")
         ax.axvline(pct.median(), color=st["color"], ls=st["ls"], lw=1)
     ax.axvline(0.3, color="0.3", lw=1, ls=":", label="study: up to 30 %")
-    ax.set_xlabel("final-norm repair / DE per token, clipped to [0, 1], mean over top tokens")
+    ax.set_xlabel("final-norm part / DE per token, clipped to [0, 1]\n(mean over each head's top tokens)")
     ax.set_ylabel("density of heads (DE > 0)")
     ax.set_title("(c) share of each head's direct effect repaired by the final norm", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")

@@ -169,7 +169,7 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
             _layer_axis(ax, n_layers, n_heads, left=j == 0)
             s0 = ss.sort_values("order").iloc[0]
             ax.set_xlabel(f"{int(s0.n_heads)} heads, {int(s0.n_mlps)} MLPs\n"
-                          f"score {s0.final_score_pct:.0f}% (re-check {s0.recheck_score_pct:.0f}%)", fontsize=6)
+                          f"score {s0.final_score_pct:.1f}% (re-check {s0.recheck_score_pct:.1f}%)", fontsize=6)
         # overlap
         ax = row[len(names)]
         o = overlap[overlap["model"] == model]
@@ -191,9 +191,8 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
         # successor scores
         ax = row[len(names) + 1]
         su = successor[successor["model"] == model]
-        what = {"lan_torr_barez": "repository's:\nin the top k of all tokens", "isolated": "isolated:\ntop-1 of the items"}
-        ax.set_title(f"successor score ({what.get(successor_score, successor_score)}),\n"
-                     "best family; ○ in a circuit", fontsize=6)
+        what = {"lan_torr_barez": "repository's: top k\nof all tokens", "isolated": "isolated: top-1\nof the items"}
+        ax.set_title(f"successor score\n({what.get(successor_score, successor_score)})\n○ in a circuit", fontsize=6)
         if su.empty:
             _empty(ax, "no family with\n≥ 2 single-token\nsuccessor pairs")
         else:
