@@ -28,7 +28,7 @@ def test_tiny_workflow_builds_seqcont_targets(tiny_run):
         n_solved += len(solved)
         assert ((solved["recheck_score_pct"] - solved["final_score_pct"]).abs() < 1e-3).all()
         assert (solved["final_score_pct"] > 80).all()  # strictly above the threshold, as the repository
-        assert (summary["n_sweeps"] >= 1).all()
+        assert (solved["n_sweeps"] >= 1).all() and (summary.loc[~summary["solved"], "n_sweeps"] == 0).all()
         assert summary.loc[~summary["solved"], "final_score_pct"].isna().all()  # no circuit, no score
         successor = pd.read_parquet(res / "seqcont_successor.parquet")
         assert set(successor["family"]) == {"digits"} and len(successor) == 2 * n_layers * 4
