@@ -59,7 +59,8 @@ and their repository apartresearch/seqcont_circuits):
     without string matching, whereas the full-vocabulary top 5 asks whether the successor
     is among the head's five strongest outputs of all tokens, where ordinals, number words
     and other forms compete (GPT-2's head 9.1 gives " third", " fourth", "third", "3",
-    " fifth" for "2").
+    " fifth" for "2"), and a head whose top 5 holds both k and k + 1 counts there as a
+    successor head and a copy head at once; the top-1 among the items says which wins.
 
   With sandwich norms (Gemma 3) a head's output passes the layer's post-attention norm on
   its own before the final norm reads it: of that norm only the gain ``1 + w`` matters,
