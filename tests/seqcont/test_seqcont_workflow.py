@@ -27,9 +27,11 @@ def test_tiny_workflow_builds_seqcont_targets(tiny_run):
         solved = summary[summary["solved"]]
         n_solved += len(solved)
         assert ((solved["recheck_score_pct"] - solved["final_score_pct"]).abs() < 1e-3).all()
-        assert (solved["final_score_pct"] >= 80 - 1e-6).all()
+        assert (solved["final_score_pct"] > 80).all()  # strictly above the threshold, as the repository
+        assert (solved["n_sweeps"] >= 1).all() and (summary.loc[~summary["solved"], "n_sweeps"] == 0).all()
         assert summary.loc[~summary["solved"], "final_score_pct"].isna().all()  # no circuit, no score
         successor = pd.read_parquet(res / "seqcont_successor.parquet")
-        assert set(successor["family"]) == {"digits"} and len(successor) == n_layers * 4
+        assert set(successor["family"]) == {"digits"} and len(successor) == 2 * n_layers * 4
+        assert set(successor["score"]) == {"lan_torr_barez", "isolated"}
         assert successor["successor_score"].between(0, 1).all()
     assert n_solved >= 1  # some random model has a positive clean logit difference: the checks above ran

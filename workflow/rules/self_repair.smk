@@ -1,12 +1,14 @@
-# Self-repair of ablated attention heads (Rushing & Nanda; config key `self_repair`):
-# one job per model ablates every head (all heads of a layer in one batch, from the cached
-# residual entering the layer); two figure rules draw from the tables.
+# Self-repair of ablated attention heads (Rushing & Nanda; config key `self_repair`; by
+# default their definition: resample ablation from other corpus sequences, the true next
+# token): one job per model ablates every head (all heads of a layer in one batch, from the
+# cached residual entering the layer); two figure rules draw from the tables.
 SELF_REPAIR = config["self_repair"]
 
 
 rule self_repair:
     """Direct effect, total effect, self-repair and its parts (final norm, later attention,
-    MLPs) of every head on the corpus tokens; top anti-erasure neurons per head."""
+    the layer's own post-norm on sandwich-norm models, MLPs) of every head on the first
+    corpus sequences (the others are resample sources); top anti-erasure neurons per head."""
     input:
         manifest="results/models/{model}/manifest.json",
         corpus="results/{model}/corpus.pt",
@@ -16,7 +18,8 @@ rule self_repair:
         tokens="results/{model}/self_repair_tokens.parquet",
         neurons="results/{model}/self_repair_neurons.parquet",
     params:
-        settings=pick(SELF_REPAIR, "n_sequences", "seq_len", "ablation", "target", "top_fraction", "n_top_neurons"),
+        settings=pick(SELF_REPAIR, "n_sequences", "seq_len", "ablation", "resample_offset", "target", "positions",
+                      "centre_unembed", "top_fraction", "n_top_neurons"),
         code=code("self_repair"),
         numerics=NUMERICS,
     threads: RUNTIME["threads"]
@@ -34,7 +37,8 @@ rule self_repair:
 
 
 rule plot_self_repair:
-    """Self-repair vs direct effect per head, its parts against depth, the final norm's share."""
+    """Self-repair vs direct effect per head, its parts against depth, the final norm's
+    share: every model on shared axes, in its style."""
     input:
         heads=expand("results/{model}/self_repair.parquet", model=MODELS_OF["self_repair"]),
     output:

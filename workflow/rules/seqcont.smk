@@ -39,7 +39,7 @@ rule seqcont_components:
         components="results/{model}/seqcont_components.parquet",
         successor="results/{model}/seqcont_successor.parquet",
     params:
-        settings=pick(SEQCONT, "tasks"),
+        settings=pick(SEQCONT, "tasks", "successor_top_k"),
         code=code("seqcont_components"),
         numerics=NUMERICS,
     threads: RUNTIME["threads"]
@@ -57,7 +57,8 @@ rule seqcont_components:
 
 
 rule seqcont_circuits:
-    """Iterative mean-ablation pruning (threshold x clean logit difference) per circuit
+    """Iterative mean-ablation pruning (a removal is kept while the logit difference stays
+    above threshold x clean; backward and forward sweeps until nothing changes) per circuit
     task and seeded removal order; re-check of each circuit."""
     input:
         manifest="results/models/{model}/manifest.json",
@@ -66,7 +67,7 @@ rule seqcont_circuits:
         circuits="results/{model}/seqcont_circuits.parquet",
         summary="results/{model}/seqcont_circuit_summary.parquet",
     params:
-        settings=pick(SEQCONT, "circuit_tasks", "threshold", "n_orders"),
+        settings=pick(SEQCONT, "circuit_tasks", "threshold", "sweeps", "n_orders"),
         code=code("seqcont_circuits"),
         numerics=NUMERICS,
     threads: RUNTIME["threads"]
@@ -91,6 +92,7 @@ rule seqcont_overlap:
     output:
         "results/{model}/seqcont_overlap.parquet",
     params:
+        successor_score=SEQCONT["successor_score"],
         code=code("seqcont_overlap"),
     log:
         "logs/seqcont_overlap/{model}.log",
@@ -157,6 +159,7 @@ rule plot_seqcont_circuits:
                category="Sequence-continuation circuits"),
     params:
         models=MODELS_OF["seqcont"],
+        successor_score=SEQCONT["successor_score"],
         code=code("plot_seqcont_circuits"),
         styles=STYLES,
     log:

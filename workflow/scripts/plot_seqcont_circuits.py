@@ -8,6 +8,7 @@ with job(snakemake):
         summary=list(snakemake.input.summary),
         overlap=list(snakemake.input.overlap),
         successor=list(snakemake.input.successor),
+        successor_score=snakemake.params.successor_score,
         styles=snakemake.params.styles,
         out_pdf=snakemake.output[0],
     )

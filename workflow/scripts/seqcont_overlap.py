@@ -6,5 +6,6 @@ with job(snakemake):
         model=snakemake.wildcards.model,
         circuits=snakemake.input.circuits,
         successor=snakemake.input.successor,
+        successor_score=snakemake.params.successor_score,
         out=snakemake.output[0],
     )

@@ -14,23 +14,58 @@ and their repository apartresearch/seqcont_circuits):
   an MLP's ``hook_mlp_out``) is replaced, at every position, by its mean over the task's
   corrupted prompts at that position. ``score_pct`` = 100 x ablated / clean logit
   difference ("% of clean"); ``effect_pct`` = 100 x (ablated - clean) / |clean|.
-* **circuit discovery** (the repository's iterative node pruning, one backward pass):
-  start from the full model; visit the components from the last layer to the first
-  (within a layer: the MLP, then heads 0..H-1; a seeded order shuffles the components
-  within each layer); mean-ablate the candidate together with everything removed so far
-  and keep the removal when the logit difference stays >= ``threshold`` x clean. The
-  rest is the circuit. Because removals so far are all at layers >= the candidate's, the
-  residual entering the candidate's layer is still the cached clean one. The final
-  circuit is re-scored by a fresh full forward pass with everything outside it ablated.
-  Tasks whose clean logit difference is <= 0 get no circuit (the ratio is meaningless).
-* **successor score** of a head (Gould et al. 2023; the repository's ``get_next_scores``):
-  each item token alone (a one-token sequence, so every attention attends to itself) is
-  run through block 0, giving its *effective embedding* (token embedding + block 0's
-  attention and MLP); block L's attention on that residual gives the head's value vector
-  ``z`` (for a one-token sequence the pattern is 1), ``z W_O`` is the head's output, and
-  the final norm + unembedding turn it into logits. Among the family's single-token items,
-  the score is the share of items k whose successor k+1 gets the highest logit
-  (``copy_score``: the share where k itself does). Heads of layer 0 read the raw embedding.
+* **circuit discovery** (the repository's iterative node pruning, ``run_node_ablation.py``
+  with ``loop_node_ablation_fns.find_circuit_backw`` / ``find_circuit_forw``): start from
+  the full model; a *backward sweep* visits the components still in the circuit from the
+  last layer to the first (within a layer: the MLP, then heads 0..H-1), a *forward sweep*
+  from the first layer to the last (within a layer: heads 0..H-1, then the MLP); each
+  candidate is mean-ablated together with everything removed so far and the removal is
+  kept when the logit difference stays *strictly above* ``threshold`` x clean (the
+  repository removes when ``100 - score % < T``, T = 20). ``sweeps: repository``
+  (default) alternates backward and forward sweeps until a sweep removes nothing, as the
+  repository's ``while`` loop without ``--one_iter``; ``backward_once`` stops after the
+  first backward sweep. Seeded orders (``order`` > 0, ours) shuffle the components within
+  each layer. The rest is the circuit. Each trial runs from the cached residual entering
+  the lowest ablated layer. The final circuit is re-scored by a fresh full forward pass
+  with everything outside it ablated. Tasks whose clean logit difference is <= 0 get no
+  circuit (the ratio is meaningless).
+* **successor score** of a head, two definitions, both in the table (``score``):
+
+  - ``lan_torr_barez`` (default; the repository's ``get_next_scores`` / ``get_copy_scores``
+    in ``src/OV_scores/OV_score_fns.py``): OV prompts of four consecutive items
+    ``"S1 S2 S3 S4"`` (:func:`ov_prompts`); the residual after block 0 at each item's
+    position *in context*; the head's value vector from it, ``v = norm_L(r0) W_V + b_V``,
+    its output ``o = v W_O`` (no ``b_O``), then the final norm and the unembedding over the
+    *full* vocabulary; a case counts when the item's successor (``copy_score``: the item)
+    decodes as one of the ``top_k`` (5) tokens, with or without a leading space; the
+    score is the share of (prompt, item) cases (the repository prints it in %). The
+    repository's code calls ``model.blocks[1].attn.ln1`` for every layer, but its
+    EasyTransformer model was loaded with folded norms (its notebook prints "Moved LN1 to
+    the attention block", the ``LNPre`` case): that module is then parameter-free and each
+    layer's own ln1 gain and bias sit folded in that layer's ``W_V``, ``b_V``; likewise the
+    final norm's gain in ``W_U``. What it computes is each layer's own input norm applied to
+    the block-0 residual, which is what runs here (block L's attention on the residual as
+    a one-token sequence, whose pattern is 1, so ``hook_z`` is ``v``). Heads of layer 0 read
+    the block-0 residual too, as there. Its months branch compares a month with the next
+    *ordinal* (``ranks[months.index(m) + 1]``: January -> "second"); here every family's
+    successor is its next item (January -> February).
+  - ``isolated`` (ours): each item token alone (a one-token sequence) through block 0 (its
+    *effective embedding*), the head's OV output as above, and the final norm + unembedding
+    restricted to the family's single-token items: the share of items k whose successor
+    k + 1 gets the highest logit among them (``copy_score``: k itself; ``successor_rank``:
+    the successor's mean rank). Heads of layer 0 read the raw embedding. It says what the
+    repository's score does not: whether the head's OV map ranks the *next member* above
+    the other members of the sequence (k + 1 rather than k, k + 2, ...), context-free and
+    without string matching, whereas the full-vocabulary top 5 asks whether the successor
+    is among the head's five strongest outputs of all tokens, where ordinals, number words
+    and other forms compete (GPT-2's head 9.1 gives " third", " fourth", "third", "3",
+    " fifth" for "2"), and a head whose top 5 holds both k and k + 1 counts there as a
+    successor head and a copy head at once; the top-1 among the items says which wins.
+
+  With sandwich norms (Gemma 3) a head's output passes the layer's post-attention norm on
+  its own before the final norm reads it: of that norm only the gain ``1 + w`` matters,
+  because the final norm removes any scale (a single head's share of the frozen rms of
+  the whole layer's output would be a scale, too).
 """
 from __future__ import annotations
 
@@ -50,12 +85,12 @@ TASK_COLUMNS = ["model", "task", "family", "variant", "n_prompts", "n_tokens", "
                 "logit_diff_sd", "accuracy_corrupt", "logit_diff_corrupt"]
 COMPONENT_COLUMNS = ["model", "task", "layer", "head", "component", "kind", "logit_diff", "logit_diff_clean",
                      "score_pct", "effect_pct"]
-SUCCESSOR_COLUMNS = ["model", "family", "layer", "head", "component", "successor_score", "copy_score",
-                     "successor_rank", "n_items"]
+SUCCESSOR_COLUMNS = ["model", "family", "score", "layer", "head", "component", "successor_score", "copy_score",
+                     "successor_rank", "n_scored"]
 CIRCUIT_COLUMNS = ["model", "task", "order", "step", "layer", "head", "component", "kind", "trial_score_pct",
-                   "in_circuit"]
+                   "removed_in_sweep", "in_circuit"]
 SUMMARY_COLUMNS = ["model", "task", "order", "solved", "n_prompts", "logit_diff_clean", "n_heads", "n_mlps",
-                   "n_components", "n_total", "final_score_pct", "recheck_score_pct", "seconds"]
+                   "n_components", "n_total", "n_sweeps", "final_score_pct", "recheck_score_pct", "seconds"]
 OVERLAP_COLUMNS = ["model", "layer", "head", "component", "kind", "n_tasks", "tasks", "order_frequency",
                    "successor_score"]
 
@@ -197,10 +232,14 @@ def component_effects(engine, batch: TaskBatch, means=None, progress: bool = Fal
 # Circuit discovery
 
 
-def removal_order(n_layers: int, n_heads: int, seed: int) -> list[tuple[int, int]]:
-    """Components from the last layer to the first; within a layer the MLP then heads
-    0..H-1 (seed 0, the repository's backward pass), or a seeded shuffle (seed > 0)."""
-    rng = np.random.default_rng(seed)
+SWEEPS = ("repository", "backward_once")
+
+
+def removal_order(n_layers: int, n_heads: int, seed: int, sweep: int = 0) -> list[tuple[int, int]]:
+    """A backward sweep: components from the last layer to the first; within a layer the
+    MLP then heads 0..H-1 (seed 0, the repository's ``find_circuit_backw``), or a shuffle
+    within each layer seeded by ``seed`` (the first sweep) or (seed, sweep) (seed > 0)."""
+    rng = np.random.default_rng(seed if sweep == 0 else [seed, sweep])
     order = []
     for layer in range(n_layers - 1, -1, -1):
         comps = [(layer, MLP)] + [(layer, h) for h in range(n_heads)]
@@ -208,6 +247,27 @@ def removal_order(n_layers: int, n_heads: int, seed: int) -> list[tuple[int, int
             comps = [comps[i] for i in rng.permutation(len(comps))]
         order.extend(comps)
     return order
+
+
+def forward_order(n_layers: int, n_heads: int, seed: int, sweep: int) -> list[tuple[int, int]]:
+    """A forward sweep: components from the first layer to the last; within a layer heads
+    0..H-1 then the MLP (seed 0, the repository's ``find_circuit_forw``), or a shuffle
+    within each layer seeded by (seed, sweep) (seed > 0)."""
+    rng = np.random.default_rng([seed, sweep])
+    order = []
+    for layer in range(n_layers):
+        comps = [(layer, h) for h in range(n_heads)] + [(layer, MLP)]
+        if seed:
+            comps = [comps[i] for i in rng.permutation(len(comps))]
+        order.extend(comps)
+    return order
+
+
+def sweep_order(n_layers: int, n_heads: int, seed: int, sweep: int) -> list[tuple[int, int]]:
+    """Sweep ``sweep`` (0, 1, 2, ...) of the repository's loop: backward, forward, backward, ..."""
+    if sweep % 2 == 0:
+        return removal_order(n_layers, n_heads, seed, sweep)
+    return forward_order(n_layers, n_heads, seed, sweep)
 
 
 def _group_hooks(removed: list[dict[int, set[int]]], means: list[dict], rows: list[slice]):
@@ -248,47 +308,68 @@ def _group_diffs(logits: torch.Tensor, batches: list[TaskBatch], rows: list[slic
 
 
 def find_circuits(engine, batches: list[TaskBatch], means: list[dict], threshold: float, order_seed: int = 0,
-                  progress: bool = False) -> list[tuple[pd.DataFrame, dict]]:
-    """One pass of iterative pruning for several tasks whose prompts have the same length,
-    in one batch: rows of different prompts never interact, every task visits the same
-    order and keeps its own removals and means, so each task's result is exactly that of
-    a search on its own. Returns one (rows, summary) per task."""
+                  progress: bool = False, sweeps: str = "repository") -> list[tuple[pd.DataFrame, dict]]:
+    """Iterative pruning (module docstring) for several tasks whose prompts have the same
+    length, in one batch: rows of different prompts never interact, every task visits the
+    same order and keeps its own removals and means, so each task's result is exactly that
+    of a search on its own. Returns one (rows, summary) per task: a row per component (in
+    the first sweep's order) with ``in_circuit``, the score of its last trial and the sweep
+    that removed it (-1: kept)."""
     from tqdm.auto import tqdm
 
+    if sweeps not in SWEEPS:
+        raise ValueError(f"sweeps {sweeps!r}: use one of {', '.join(SWEEPS)}.")
     t0 = time.perf_counter()
+    n_tasks = len(batches)
     sizes = np.cumsum([0] + [len(b) for b in batches])
     rows_of = [slice(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
     clean_ids = torch.cat([b.clean for b in batches])
     names = "+".join(b.task for b in batches)
+    first = removal_order(engine.n_layers, engine.n_heads, order_seed)
+    last_score = [{c: np.nan for c in first} for _ in batches]
+    removed_in = [{c: -1 for c in first} for _ in batches]
     with torch.inference_mode():
         clean = _group_diffs(engine.baseline(clean_ids), batches, rows_of)
         solved = [c > 0 for c in clean]
-        order = removal_order(engine.n_layers, engine.n_heads, order_seed)
+        done = [not ok for ok in solved]
+        n_sweeps = [0] * n_tasks
         removed: list[dict[int, set[int]]] = [{} for _ in batches]
-        records: list[list[dict]] = [[] for _ in batches]
-        for step, (layer, head) in enumerate(tqdm(order, desc=f"circuit {names} order {order_seed}",
-                                                  disable=not progress or not any(solved))):
-            trials = []
-            for t in range(len(batches)):
-                trial = {L: set(c) for L, c in removed[t].items()}
-                if solved[t]:
-                    trial.setdefault(layer, set()).add(head)
-                trials.append(trial)
-            scores = [np.nan] * len(batches)
-            if any(solved):
+        sweep = 0
+        bar = tqdm(desc=f"circuit {names} order {order_seed}", unit="trial", disable=not progress or not any(solved))
+        while not all(done):
+            order = sweep_order(engine.n_layers, engine.n_heads, order_seed, sweep)
+            changed = [False] * n_tasks
+            for layer, head in order:
+                active = [not done[t] and head not in removed[t].get(layer, set()) for t in range(n_tasks)]
+                if not any(active):
+                    continue
+                trials = []
+                for t in range(n_tasks):
+                    trial = {L: set(c) for L, c in removed[t].items()}
+                    if active[t]:
+                        trial.setdefault(layer, set()).add(head)
+                    trials.append(trial)
                 start = min(L for tr in trials for L, c in tr.items() if c)
                 logits = engine.run_from(start, hooks=_group_hooks(trials, means, rows_of), positions=slice(-1, None))
                 diffs = _group_diffs(logits, batches, rows_of)
-                scores = [d / c if ok else np.nan for d, c, ok in zip(diffs, clean, solved)]
-            for t, b in enumerate(batches):
-                keep = True
-                if solved[t] and scores[t] >= threshold:
-                    removed[t] = trials[t]
-                    keep = False
-                records[t].append(dict(task=b.task, order=order_seed, step=step, layer=layer, head=head,
-                                       component=component_name(layer, head), kind="mlp" if head == MLP else "head",
-                                       trial_score_pct=100 * scores[t], in_circuit=keep and solved[t]))
-        final = recheck = [np.nan] * len(batches)
+                bar.update(1)
+                for t in range(n_tasks):
+                    if not active[t]:
+                        continue
+                    score = diffs[t] / clean[t]
+                    last_score[t][(layer, head)] = score
+                    if score > threshold:  # the repository: removed when (100 - score %) < 100 - threshold %
+                        removed[t] = trials[t]
+                        removed_in[t][(layer, head)] = sweep
+                        changed[t] = True
+            for t in range(n_tasks):
+                if not done[t]:
+                    n_sweeps[t] += 1
+                    # the repository stops at the first sweep that changes nothing
+                    done[t] = not changed[t] or sweeps == "backward_once"
+            sweep += 1
+        bar.close()
+        final = recheck = [np.nan] * n_tasks
         if any(solved):
             start = min([L for r in removed for L, c in r.items() if c] or [0])
             final = _group_diffs(engine.run_from(start, hooks=_group_hooks(removed, means, rows_of),
@@ -297,14 +378,19 @@ def find_circuits(engine, batches: list[TaskBatch], means: list[dict], threshold
             recheck = _group_diffs(engine.baseline(clean_ids, hooks=_group_hooks(removed, means, rows_of)),
                                    batches, rows_of)
             engine.baseline(clean_ids)  # restore the clean cache
-    seconds = (time.perf_counter() - t0) / len(batches)
+    seconds = (time.perf_counter() - t0) / n_tasks
     out = []
     for t, b in enumerate(batches):
-        df = pd.DataFrame(records[t])
+        records = [dict(task=b.task, order=order_seed, step=step, layer=layer, head=head,
+                        component=component_name(layer, head), kind="mlp" if head == MLP else "head",
+                        trial_score_pct=100 * last_score[t][(layer, head)], removed_in_sweep=removed_in[t][(layer, head)],
+                        in_circuit=solved[t] and head not in removed[t].get(layer, set()))
+                   for step, (layer, head) in enumerate(first)]
+        df = pd.DataFrame(records)
         circuit = df[df["in_circuit"]]
         summary = dict(task=b.task, order=order_seed, solved=solved[t], n_prompts=len(b), logit_diff_clean=clean[t],
                        n_heads=int((circuit["kind"] == "head").sum()), n_mlps=int((circuit["kind"] == "mlp").sum()),
-                       n_components=len(circuit), n_total=len(df),
+                       n_components=len(circuit), n_total=len(df), n_sweeps=n_sweeps[t],
                        final_score_pct=100 * final[t] / clean[t] if solved[t] else np.nan,
                        recheck_score_pct=100 * recheck[t] / clean[t] if solved[t] else np.nan, seconds=seconds)
         out.append((df, summary))
@@ -312,15 +398,16 @@ def find_circuits(engine, batches: list[TaskBatch], means: list[dict], threshold
 
 
 def find_circuit(engine, batch: TaskBatch, means, threshold: float, order_seed: int = 0,
-                 progress: bool = False) -> tuple[pd.DataFrame, dict]:
+                 progress: bool = False, sweeps: str = "repository") -> tuple[pd.DataFrame, dict]:
     """``find_circuits`` for one task."""
-    return find_circuits(engine, [batch], [means], threshold, order_seed, progress)[0]
+    return find_circuits(engine, [batch], [means], threshold, order_seed, progress, sweeps)[0]
 
 
-def overlap(circuits: pd.DataFrame, successor: pd.DataFrame | None = None) -> pd.DataFrame:
+def overlap(circuits: pd.DataFrame, successor: pd.DataFrame | None = None,
+            score: str = "lan_torr_barez") -> pd.DataFrame:
     """Per component of any order-0 circuit: in how many tasks' circuits it is, which,
     and how often (over all orders and tasks) it is kept. ``successor``: the best
-    successor score of the head over the families."""
+    successor score (the ``score`` named) of the head over the families."""
     if circuits.empty:
         return pd.DataFrame(columns=OVERLAP_COLUMNS)
     kept = circuits[circuits["in_circuit"]]
@@ -330,6 +417,7 @@ def overlap(circuits: pd.DataFrame, successor: pd.DataFrame | None = None) -> pd
             .agg(n_tasks="nunique", tasks=lambda t: ",".join(sorted(set(t)))).reset_index())
     rows = rows.join(freq, on=["model", "layer", "head"])
     if successor is not None and len(successor):
+        successor = successor[successor["score"] == score] if "score" in successor else successor
         best = successor.groupby(["model", "layer", "head"])["successor_score"].max()
         rows = rows.join(best, on=["model", "layer", "head"])
     else:
@@ -339,6 +427,11 @@ def overlap(circuits: pd.DataFrame, successor: pd.DataFrame | None = None) -> pd
 
 # --------------------------------------------------------------------------------------
 # Successor scores from the OV circuits
+
+
+SUCCESSOR_SCORES = ("lan_torr_barez", "isolated")
+OV_N_ITEMS = 4      # the repository's OV prompts: "S1 S2 S3 S4"
+OV_SEPARATOR = " "
 
 
 def family_item_ids(tokenizer, family: str) -> tuple[list[str], list[int]]:
@@ -353,9 +446,14 @@ def family_item_ids(tokenizer, family: str) -> tuple[list[str], list[int]]:
 
 
 def head_outputs(engine, layer: int, z: torch.Tensor) -> torch.Tensor:
-    """Each head's output ``z_h W_O[h]`` (no bias): ``[H, n, d]`` from ``z [n, H, d_head]``."""
+    """Each head's output ``z_h W_O[h]`` (no bias): ``[H, n, d]`` from ``z [n, H, d_head]``.
+    With sandwich norms (Gemma) each head's output then passes the layer's
+    post-attention norm on its own: of that norm only the gain ``1 + w`` matters here,
+    because the final norm that reads the output removes any scale."""
     w_o = engine.head_out_weights(layer)  # [H, d_head, d]
-    return torch.einsum("nhe,hed->hnd", z.to(w_o.dtype), w_o)
+    out = torch.einsum("nhe,hed->hnd", z.to(w_o.dtype), w_o)
+    post = engine.attn_post_norm(layer)
+    return post(out) if post is not None else out
 
 
 def item_logits(engine, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
@@ -366,31 +464,139 @@ def item_logits(engine, hidden: torch.Tensor, token_ids: list[int]) -> torch.Ten
     return torch.nn.functional.linear(engine.final_norm(hidden), head.weight[ids], bias)
 
 
+def _values(engine, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    """Block ``layer``'s attention on one-token sequences ``hidden [n, 1, d]``: the pattern
+    is 1, so ``hook_z`` is each head's value vector ``norm_L(x) W_V + b_V`` (``[n, H, d_head]``).
+    Needs a recorded baseline of ``n`` one-token sequences."""
+    got = {}
+
+    def capture(z):
+        got["z"] = z.detach()
+        return None
+
+    engine.run_from(layer, order=[layer], hooks=[(z_hook(layer), capture)], output="residual", hidden=hidden)
+    return got["z"][:, 0]
+
+
 def ov_logits(engine, token_ids: list[int]) -> dict[int, torch.Tensor]:
     """{layer: [H, n, n]} logits of the tokens ``token_ids`` from every head's OV output
-    on each token's effective embedding (module docstring)."""
+    on each token's effective embedding, the token alone (module docstring)."""
     device = engine.device
     ids = torch.tensor(token_ids, device=device)[:, None]  # n one-token sequences
     out = {}
     with torch.inference_mode():
         engine.baseline(ids)
         for layer in range(engine.n_layers):
-            start = 0 if layer == 0 else 1
-            got = {}
-
-            def capture(z, got=got):
-                got["z"] = z.detach()
-                return None
-
-            engine.run_from(start, order=[layer], hooks=[(z_hook(layer), capture)], output="residual")
-            heads = head_outputs(engine, layer, got["z"][:, 0])  # z: [n, H, d_head]
+            hidden = engine.residual_in(0 if layer == 0 else 1)
+            heads = head_outputs(engine, layer, _values(engine, layer, hidden))
             out[layer] = item_logits(engine, heads, token_ids).float()
     return out
 
 
-def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
-    """Successor and copy scores of every head for each family (module docstring); one
-    OV pass over the single-token items of all families together."""
+@dataclass
+class OVCases:
+    """The repository's OV items: every item of every OV prompt, in context."""
+
+    family: list[str]
+    item: list[str]
+    successor: list[str]
+    resid: torch.Tensor  # [n, d] the residual after block 0 at the item's position
+    n_prompts: dict
+
+
+def ov_prompts(tokenizer, family: str) -> list[dict]:
+    """The repository's OV prompts of a family (``allTasks_nextScores``): every run of four
+    consecutive items ``"S1 S2 S3 S4"`` whose last item has a successor in the family's
+    list (no wrap-around: its months and number words are ``range(0, 8)`` of 12), BOS
+    first (the repository's GPT-2 inputs had none), kept when all four items are single
+    tokens in context; each item whose successor is also a single token is scored (the
+    repository's GPT-2 numerals 1..100 all had single-token successors). Returns dicts of
+    ``ids``, item ``positions``, ``items``, ``successors`` (None: not scored)."""
+    from .prompts import _build, _encode, _token_at
+
+    words = FAMILIES[family]
+    bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
+    single = {w: item_token(tokenizer, w) is not None for w in words}
+    out = []
+    for s in range(len(words) - OV_N_ITEMS):
+        items = words[s:s + OV_N_ITEMS]
+        text, spans = _build(None, items[:-1], items[-1], OV_SEPARATOR)
+        ids, offsets = _encode(tokenizer, text)
+        positions = [_token_at(offsets, a, b) for a, b in spans]
+        if any(p is None for p in positions) or len(set(positions)) != len(positions):
+            continue
+        nexts = [words[s + k + 1] for k in range(OV_N_ITEMS)]
+        out.append(dict(ids=bos + [int(i) for i in ids], positions=[len(bos) + p for p in positions], items=items,
+                        successors=[w if single[w] else None for w in nexts]))
+    return out
+
+
+def ov_cases(engine, tokenizer, families) -> OVCases:
+    """The residual after block 0, in context, at every scored item of every family's OV
+    prompts (prompts of one length in one pass that stops after block 0)."""
+    fam, item, succ, resid, n_prompts = [], [], [], [], {}
+    with torch.inference_mode():
+        for family in families:
+            prompts = ov_prompts(tokenizer, family)
+            n_prompts[family] = len(prompts)
+            by_len: dict[int, list[dict]] = {}
+            for p in prompts:
+                by_len.setdefault(len(p["ids"]), []).append(p)
+            for group in by_len.values():
+                ids = torch.tensor([p["ids"] for p in group], device=engine.device)
+                r0 = engine.run_to(ids, 1).float()  # the residual after block 0: [B, T, d]
+                for b, p in enumerate(group):
+                    for pos, w, nxt in zip(p["positions"], p["items"], p["successors"]):
+                        if nxt is None:
+                            continue
+                        fam.append(family)
+                        item.append(w)
+                        succ.append(nxt)
+                        resid.append(r0[b, pos])
+    d = engine.d_model
+    return OVCases(fam, item, succ, torch.stack(resid) if resid else torch.zeros(0, d), n_prompts)
+
+
+def _matches(tokenizer, cache: dict, token_id: int, word: str) -> bool:
+    """The repository's test: the decoded token is ``" " + word`` or ``word``."""
+    if token_id not in cache:
+        cache[token_id] = tokenizer.decode([token_id])
+    return cache[token_id] in (" " + word, word)
+
+
+def lan_torr_barez_scores(engine, tokenizer, families, top_k: int = 5) -> pd.DataFrame:
+    """The repository's ``get_next_scores`` / ``get_copy_scores`` for every head (module
+    docstring): per family, the share of scored (prompt, item) cases whose successor (the
+    item itself) is among the ``top_k`` tokens of the full vocabulary. The repository
+    prints percentages; these are fractions."""
+    cases = ov_cases(engine, tokenizer, families)
+    n = len(cases.item)
+    if n == 0:
+        return pd.DataFrame(columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+    fam = np.array(cases.family)
+    cache: dict = {}
+    rows = []
+    with torch.inference_mode():
+        engine.baseline(torch.zeros(n, 1, dtype=torch.long, device=engine.device))  # one-token calls
+        hidden = cases.resid[:, None].to(engine.device, engine.dtype)
+        for layer in range(engine.n_layers):
+            heads = head_outputs(engine, layer, _values(engine, layer, hidden))  # [H, n, d]
+            for h in range(heads.shape[0]):
+                top = engine.unembed(heads[h]).float().topk(top_k, dim=-1).indices.cpu().tolist()  # [n, k]
+                nxt = np.array([any(_matches(tokenizer, cache, t, cases.successor[i]) for t in top[i]) for i in range(n)])
+                cpy = np.array([any(_matches(tokenizer, cache, t, cases.item[i]) for t in top[i]) for i in range(n)])
+                for family in dict.fromkeys(cases.family):
+                    sel = fam == family
+                    rows.append(dict(family=family, score="lan_torr_barez", layer=layer, head=h,
+                                     component=component_name(layer, h), successor_score=float(nxt[sel].mean()),
+                                     copy_score=float(cpy[sel].mean()), successor_rank=np.nan,
+                                     n_scored=int(sel.sum())))
+    return pd.DataFrame(rows, columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+
+
+def isolated_scores(engine, tokenizer, families) -> pd.DataFrame:
+    """Our variant (module docstring): each item alone, the top-1 among the family's
+    single-token items; one OV pass over the items of all families together."""
     plan = []
     for family in families:
         items, ids = family_item_ids(tokenizer, family)
@@ -405,7 +611,7 @@ def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
             if words[j] in items:
                 pairs.append((i, items.index(words[j])))
         if len(pairs) < 2:
-            log.warning("%s: %d single-token items, no successor scores", family, len(items))
+            log.warning("%s: %d single-token items, no isolated successor scores", family, len(items))
             continue
         plan.append((family, ids, pairs))
     if not plan:
@@ -422,11 +628,22 @@ def successor_scores(engine, tokenizer, families) -> pd.DataFrame:
             top = sub.argmax(-1)
             rank = 1 + (sub > sub.gather(-1, dst[None, :, None].expand(sub.shape[0], -1, 1))).sum(-1)
             for h in range(sub.shape[0]):
-                rows.append(dict(family=family, layer=layer, head=h, component=component_name(layer, h),
+                rows.append(dict(family=family, score="isolated", layer=layer, head=h,
+                                 component=component_name(layer, h),
                                  successor_score=float((top[h] == dst).float().mean()),
                                  copy_score=float((top[h] == src).float().mean()),
-                                 successor_rank=float(rank[h].float().mean()), n_items=len(ids)))
+                                 successor_rank=float(rank[h].float().mean()), n_scored=len(pairs)))
     return pd.DataFrame(rows, columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+
+
+def successor_scores(engine, tokenizer, families, top_k: int = 5) -> pd.DataFrame:
+    """Both successor scores of every head for each family (``score``: lan_torr_barez,
+    then isolated)."""
+    frames = [lan_torr_barez_scores(engine, tokenizer, families, top_k), isolated_scores(engine, tokenizer, families)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=[c for c in SUCCESSOR_COLUMNS if c != "model"])
+    return pd.concat(frames, ignore_index=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -464,13 +681,14 @@ def component_study(engine, prompts: pd.DataFrame, tokenizer, settings: SeqcontS
                  model, task, len(batch), metrics["accuracy"], metrics["logit_diff"], metrics["logit_diff_corrupt"],
                  len(df), time.perf_counter() - t1)
     t1 = time.perf_counter()
-    successor = successor_scores(engine, tokenizer, task_families(settings.tasks)).assign(model=model)
+    successor = successor_scores(engine, tokenizer, task_families(settings.tasks),
+                                 settings.successor_top_k).assign(model=model)
     log.info("%s: successor scores of %d heads x %d families in %.1f s", model,
              successor[["layer", "head"]].drop_duplicates().shape[0], successor["family"].nunique(),
              time.perf_counter() - t1)
-    for fam, g in successor.groupby("family"):
+    for (fam, score), g in successor.groupby(["family", "score"], sort=False):
         top = g.sort_values("successor_score", ascending=False).head(3)
-        log.info("%s %s: top successor heads %s", model, fam,
+        log.info("%s %s %s (%d scored): top successor heads %s", model, fam, score, int(g["n_scored"].iloc[0]),
                  ", ".join(f"{r.component}={r.successor_score:.2f}" for r in top.itertuples()))
     components = (pd.concat(effects, ignore_index=True)[COMPONENT_COLUMNS] if effects
                   else pd.DataFrame(columns=COMPONENT_COLUMNS))
@@ -499,26 +717,27 @@ def circuit_study(engine, prompts: pd.DataFrame, settings: SeqcontSettings, mode
         means = [corrupted_means(engine, batch.corrupt) for batch in group]
         for order in range(settings.n_orders):
             for df, summary in find_circuits(engine, group, means, settings.threshold, order_seed=order,
-                                             progress=progress):
+                                             progress=progress, sweeps=settings.sweeps):
                 rows.append(df.assign(model=model))
                 summaries.append(dict(model=model, **summary))
                 circuit = df[df["in_circuit"]]
-                log.info("%s %-15s order %d: %s; %d heads + %d MLPs, score %.1f%% (re-check %.1f%%); "
+                log.info("%s %-15s order %d: %s; %d heads + %d MLPs after %d sweeps, score %.1f%% (re-check %.1f%%); "
                          "%.1f s per task: %s", model, summary["task"], order,
                          "solved" if summary["solved"] else "clean logit diff <= 0, no circuit",
-                         summary["n_heads"], summary["n_mlps"], summary["final_score_pct"],
+                         summary["n_heads"], summary["n_mlps"], summary["n_sweeps"], summary["final_score_pct"],
                          summary["recheck_score_pct"], summary["seconds"],
                          " ".join(circuit["component"]) if summary["solved"] else "-")
     circuits = pd.concat(rows, ignore_index=True)[CIRCUIT_COLUMNS] if rows else pd.DataFrame(columns=CIRCUIT_COLUMNS)
     return circuits, pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
 
 
-def model_overlap(model: str, circuits: pd.DataFrame, successor: pd.DataFrame) -> pd.DataFrame:
+def model_overlap(model: str, circuits: pd.DataFrame, successor: pd.DataFrame,
+                  score: str = "lan_torr_barez") -> pd.DataFrame:
     """The ``seqcont_overlap`` rule's table: :func:`overlap`, with the shared components logged."""
-    shared = overlap(circuits, successor)
+    shared = overlap(circuits, successor, score)
     for r in shared[shared["n_tasks"] >= 2].itertuples():
-        log.info("%s shared: %s in %d tasks (%s), kept in %.0f%% of task x order runs, successor score %.2f",
-                 model, r.component, r.n_tasks, r.tasks, 100 * r.order_frequency, r.successor_score)
+        log.info("%s shared: %s in %d tasks (%s), kept in %.0f%% of task x order runs, successor score (%s) %.2f",
+                 model, r.component, r.n_tasks, r.tasks, 100 * r.order_frequency, score, r.successor_score)
     log.info("%s: %d components in some circuit, %d shared by >= 2 tasks", model, len(shared),
              int((shared["n_tasks"] >= 2).sum()))
     return shared

@@ -4,14 +4,16 @@
 * ``plot_heads``    mean-ablation effect map (layer x head + MLP) per task and model;
 * ``plot_circuits`` each task's circuit, their overlap, successor scores, circuit sizes.
 
-Tasks without prompts, or models without results, keep a labelled (empty) panel.
+Tasks without prompts, or models without results, keep a labelled (empty) panel. Every
+model is drawn in its own style (``core.plotting.style_of``; random-weight controls grey,
+labelled): bars share one axis per metric; the maps have a row per model.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..core.plotting import model_palette, plt, save
+from ..core.plotting import model_palette, plt, save, style_of
 from .compute import MLP
 
 
@@ -35,7 +37,7 @@ def _empty(ax, text):
 def plot_tasks(models, tasks: pd.DataFrame, counts: pd.DataFrame, out_pdf, styles=None) -> None:
     """Accuracy (bars) and logit difference (bars; corrupted prompts as black ticks)."""
     names = _tasks_in_order(tasks, counts)
-    palette = model_palette(models)
+    palette = model_palette(models, styles)
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.9 * len(names) * max(1, len(models)) ** 0.5 + 2), 6.2),
                              sharex=True)
     width = 0.8 / max(1, len(models))
@@ -44,7 +46,9 @@ def plot_tasks(models, tasks: pd.DataFrame, counts: pd.DataFrame, out_pdf, style
         t = tasks[tasks["model"] == model].set_index("task").reindex(names)
         c = counts[counts["model"] == model].set_index("task").reindex(names)
         xs = x - 0.4 + width * (i + 0.5)
-        axes[0].bar(xs, t["accuracy"].fillna(0), width, color=palette[model], label=model)
+        st = style_of(styles, model)
+        axes[0].bar(xs, t["accuracy"].fillna(0), width, color=palette[model], label=st["label"],
+                    hatch="//" if st["control"] else None, edgecolor="w" if st["control"] else None)
         axes[1].bar(xs, t["logit_diff"].fillna(0), width, color=palette[model])
         axes[1].errorbar(xs, t["logit_diff"], yerr=t["logit_diff_sd"], fmt="none", ecolor="0.3", lw=0.8)
         axes[1].scatter(xs, t["logit_diff_corrupt"], marker="_", s=120, color="k", zorder=3,
@@ -103,7 +107,8 @@ def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0, s
             ax = axes[i, j]
             task = names[j] if names else None
             d = m[m["task"] == task] if task else m.iloc[:0]
-            title = f"{model}\n{task}" if task else model
+            label = style_of(styles, model)["label"]
+            title = f"{label}\n{task}" if task else label
             ax.set_title(title if j == 0 else (task or ""), fontsize=7)
             if d.empty:
                 _empty(ax, "no single-token\nprompts")
@@ -123,10 +128,13 @@ def plot_heads(models, components: pd.DataFrame, out_pdf, clip: float = 100.0, s
 
 
 def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap: pd.DataFrame,
-                  successor: pd.DataFrame, out_pdf, styles=None) -> None:
+                  successor: pd.DataFrame, out_pdf, successor_score: str = "lan_torr_barez", styles=None) -> None:
     """Per model: each task's circuit (order 0; shading: share of seeded orders keeping
     the component), the number of tasks sharing each component, the best successor score
-    of each head with circuit members outlined, and the circuit sizes per task and order."""
+    (``successor_score``: which of the two in the table) of each head with circuit members
+    outlined, and the circuit sizes per task and order."""
+    if len(successor) and "score" in successor:
+        successor = successor[successor["score"] == successor_score]
     names = _tasks_in_order(summary)
     ncol = len(names) + 3
     fig, axes = plt.subplots(len(models), ncol, figsize=(1.55 * ncol + 1.5, 3.6 * len(models)), squeeze=False,
@@ -135,17 +143,18 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
         c = circuits[circuits["model"] == model]
         s = summary[summary["model"] == model]
         row = axes[i]
+        label = style_of(styles, model)["label"]
         if c.empty:
             for ax in row:
                 _empty(ax, "no circuit")
-            row[0].set_title(model, fontsize=7)
+            row[0].set_title(label, fontsize=7)
             continue
         n_layers, n_heads = _shape(c)
         for j, task in enumerate(names):
             ax = row[j]
             d = c[c["task"] == task]
             ss = s[s["task"] == task]
-            ax.set_title(f"{model}\n{task}" if j == 0 else task, fontsize=7)
+            ax.set_title(f"{label}\n{task}" if j == 0 else task, fontsize=7)
             if d.empty or not ss["solved"].any():
                 why = "no prompts" if d.empty else "clean logit diff ≤ 0:\nno circuit"
                 _empty(ax, why)
@@ -160,7 +169,7 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
             _layer_axis(ax, n_layers, n_heads, left=j == 0)
             s0 = ss.sort_values("order").iloc[0]
             ax.set_xlabel(f"{int(s0.n_heads)} heads, {int(s0.n_mlps)} MLPs\n"
-                          f"score {s0.final_score_pct:.0f}% (re-check {s0.recheck_score_pct:.0f}%)", fontsize=6)
+                          f"score {s0.final_score_pct:.1f}% (re-check {s0.recheck_score_pct:.1f}%)", fontsize=6)
         # overlap
         ax = row[len(names)]
         o = overlap[overlap["model"] == model]
@@ -182,7 +191,8 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
         # successor scores
         ax = row[len(names) + 1]
         su = successor[successor["model"] == model]
-        ax.set_title("successor score\n(best family; □ in a circuit)", fontsize=7)
+        what = {"lan_torr_barez": "repository's: top k\nof all tokens", "isolated": "isolated: top-1\nof the items"}
+        ax.set_title(f"successor score\n({what.get(successor_score, successor_score)})\n○ in a circuit", fontsize=6)
         if su.empty:
             _empty(ax, "no family with\n≥ 2 single-token\nsuccessor pairs")
         else:

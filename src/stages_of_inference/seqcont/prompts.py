@@ -1,6 +1,8 @@
 """Sequence-continuation task prompts: seeded, single-token, equal length per task.
 
-Four item families (after the seqcont_circuits repository of Lan, Torr & Barez):
+Four item families (the first three after the seqcont_circuits repository of Lan, Torr &
+Barez, whose numerals, number words and months run 1/one/January .. 12/twelve/December;
+weekdays are ours):
 
 * ``digits``   1 .. 9 (10-12 are never single tokens for digit-splitting tokenizers),
 * ``numwords`` one .. twelve,
@@ -19,8 +21,9 @@ three," with " four" but not "one two three"; the repository used sentence templ
 Every clean prompt has a matched corrupted prompt with the same filler words and the same
 token positions:
 
-* ``random`` (default, the repository's ``randDS``): items drawn at random from the
-  task's single-token items such that no item is directly followed by its successor;
+* ``random`` (default, the repository's ``randDS``): items drawn at random, with
+  replacement, from the task's single-token items, the last two redrawn until the last
+  shown item is not the successor of the one before (its ``r4 - 1 != r3``);
 * ``repeat_last``: the clean items with the last shown item repeated (``1 2 3 3``).
 
 The answer is the item after the last shown item; the *incorrect* answer of the logit
@@ -201,16 +204,19 @@ def _sequences(family: str, pool: set[str], n_items: int) -> list[tuple[int, lis
     return out
 
 
-def _successor_free(rng, family: str, pool: list[str], n_items: int) -> list[str]:
+def _rand_ds(rng, family: str, pool: list[str], n_items: int) -> list[str]:
+    """The repository's ``randDS`` corruption (``generate_prompts_list_corr``): every item
+    drawn uniformly, with replacement; the last two redrawn until the last is not the
+    successor of the one before (its ``r4 - 1 != r3``). Here from the task's single-token
+    items, and December -> January counts as a successor pair (the cyclic families)."""
     words = FAMILIES[family]
     n = len(words)
-    for _ in range(1000):
-        pick = list(rng.choice(pool, size=n_items, replace=True))
-        nexts = [words[(words.index(a) + 1) % n] if (family in CYCLIC or words.index(a) + 1 < n) else None
-                 for a in pick[:-1]]
-        if all(b != nxt and b != a for a, b, nxt in zip(pick[:-1], pick[1:], nexts)):
-            return pick
-    return pick
+    pick = [str(w) for w in rng.choice(pool, size=n_items - 2, replace=True)]
+    while True:
+        a, b = (str(w) for w in rng.choice(pool, size=2, replace=True))
+        j = words.index(a) + 1
+        if b != (words[j % n] if (family in CYCLIC or j < n) else None):
+            return pick + [a, b]
 
 
 def task_prompts(tokenizer, task: str, settings: SeqcontSettings, bos: list[int]) -> tuple[pd.DataFrame, dict]:
@@ -234,7 +240,7 @@ def task_prompts(tokenizer, task: str, settings: SeqcontSettings, bos: list[int]
         counts["n_candidates"] += 1
         words = list(rng.choice(fillers, size=settings.n_items + 1, replace=False)) if fillers else None
         if settings.corruption == "random":
-            bad = _successor_free(rng, family, pool, settings.n_items)
+            bad = _rand_ds(rng, family, pool, settings.n_items)
         else:
             bad = [*items[:-1], items[-2]]
         clean = encode_prompt(tokenizer, bos, words, items, answer, settings.separator)

@@ -70,11 +70,11 @@ def seqcont_circuits(model: str, manifest: str, prompts: str, settings: dict, ru
     write_parquet(summary, out_summary)
 
 
-def seqcont_overlap(model: str, circuits: str, successor: str, out: str) -> None:
+def seqcont_overlap(model: str, circuits: str, successor: str, successor_score: str, out: str) -> None:
     """Tables only: which components the tasks' circuits share, with successor scores."""
     from .compute import model_overlap
 
-    write_parquet(model_overlap(model, pd.read_parquet(circuits), pd.read_parquet(successor)), out)
+    write_parquet(model_overlap(model, pd.read_parquet(circuits), pd.read_parquet(successor), successor_score), out)
 
 
 def plot_seqcont_tasks(models: Sequence[str], tasks: Sequence[str], counts: Sequence[str], styles: dict,
@@ -91,8 +91,9 @@ def plot_seqcont_heads(models: Sequence[str], components: Sequence[str], styles:
 
 
 def plot_seqcont_circuits(models: Sequence[str], circuits: Sequence[str], summary: Sequence[str],
-                          overlap: Sequence[str], successor: Sequence[str], styles: dict, out_pdf: str) -> None:
+                          overlap: Sequence[str], successor: Sequence[str], successor_score: str, styles: dict,
+                          out_pdf: str) -> None:
     from .figures import plot_circuits
 
     plot_circuits(list(models), read_tables(circuits), read_tables(summary), read_tables(overlap),
-                  read_tables(successor), out_pdf, styles=styles)
+                  read_tables(successor), out_pdf, successor_score=successor_score, styles=styles)
