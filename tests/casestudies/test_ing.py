@@ -146,18 +146,20 @@ def _down_proj_forward(hf, prompts, layers):
     return seen, logits
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_activations_match_plain_transformers(attn, bpe_tokenizer):
+def test_activations_match_plain_transformers(attn, arch, bpe_tokenizer):
     """Last-position MLP activations, top-1 and P(ing) from the engine (the job's default
     sdpa attention, and eager) equal a plain transformers forward with a hook on the down
-    projection's input."""
+    projection's input. Gemma 3 (tiny): sliding-window layers (window 4 < the 9 tokens),
+    GELU-gated MLP between sandwich norms."""
     import copy
 
     from conftest import tiny_hf_model
 
     from stages_of_inference.core.engine import Engine
 
-    hf = tiny_hf_model("llama", bpe_tokenizer)
+    hf = tiny_hf_model(arch, bpe_tokenizer)
     engine = Engine(copy.deepcopy(hf), attn_implementation=attn)
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(2, len(bpe_tokenizer), (5, 9), generator=g).tolist()
