@@ -81,7 +81,7 @@ def _top_head_panel(ax, models: list[str], scores: pd.DataFrame, styles) -> None
                 f"L{int(top['layer'])}H{int(top['head'])}\nscore {top['score']:.2f} ± {top['score_se']:.2f}",
                 ha="center", va="bottom", fontsize=7, color=st["color"])
     ax.set_xticks(x)
-    ax.set_xticklabels([style_of(styles, m)["label"] for m in models], fontsize=8)
+    ax.set_xticklabels([style_of(styles, m)["label"].replace(" (", "\n(") for m in models], fontsize=7)
     for label, model in zip(ax.get_xticklabels(), models):
         label.set_color(style_of(styles, model)["color"])
     ax.set_ylim(0, 1.25)
