@@ -22,6 +22,19 @@ def test_is_ing_string():
 
 
 @pytest.mark.parametrize("which", ["smol", "bpe"])
+def test_token_strings_are_the_tokens_decoded_alone(which, smol_tokenizer, bpe_tokenizer):
+    """One backend call gives what decoding each id alone gives (SmolLM2's 49,152 tokens and
+    a 512-token byte-level BPE), special tokens included; ``n`` caps at the tokenizer."""
+    from stages_of_inference.casestudies.ing import token_strings
+
+    tok = smol_tokenizer if which == "smol" else bpe_tokenizer
+    strings = token_strings(tok, len(tok) + 10)
+    assert len(strings) == len(tok)
+    sample = list(range(0, len(tok), 7)) + list(tok.all_special_ids)
+    assert [strings[i] for i in sample] == [tok.decode([i]) for i in sample]
+
+
+@pytest.mark.parametrize("which", ["smol", "bpe"])
 def test_prompts_on_hand_picked_text(which, smol_tokenizer, bpe_tokenizer):
     tok = smol_tokenizer if which == "smol" else bpe_tokenizer
     docs = [TEXT * 4]
@@ -146,18 +159,20 @@ def _down_proj_forward(hf, prompts, layers):
     return seen, logits
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_activations_match_plain_transformers(attn, bpe_tokenizer):
+def test_activations_match_plain_transformers(attn, arch, bpe_tokenizer):
     """Last-position MLP activations, top-1 and P(ing) from the engine (the job's default
     sdpa attention, and eager) equal a plain transformers forward with a hook on the down
-    projection's input."""
+    projection's input. Gemma 3 (tiny): sliding-window layers (window 4 < the 9 tokens),
+    GELU-gated MLP between sandwich norms."""
     import copy
 
     from conftest import tiny_hf_model
 
     from stages_of_inference.core.engine import Engine
 
-    hf = tiny_hf_model("llama", bpe_tokenizer)
+    hf = tiny_hf_model(arch, bpe_tokenizer)
     engine = Engine(copy.deepcopy(hf), attn_implementation=attn)
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(2, len(bpe_tokenizer), (5, 9), generator=g).tolist()
@@ -353,17 +368,20 @@ def test_probe_is_an_l2_logistic_regression_on_standardised_inputs():
     assert row["test_accuracy"] < 1.0  # a fit with something to get wrong
 
 
-def test_closed_form_separation_matches_full_cosines(bpe_tokenizer):
+@pytest.mark.parametrize("vocab_chunk", [16384, 37])
+def test_closed_form_separation_matches_full_cosines(vocab_chunk, bpe_tokenizer):
     """The closed-form means/std (d_model x d_model covariance) equal statistics of the
-    full neuron x vocabulary cosine matrix; a moments table gives the same types."""
+    full neuron x vocabulary cosine matrix, in one block or in blocks of 37 columns (the
+    last one shorter); a moments table gives the same types."""
     from stages_of_inference.core.neurons import vocab_cosines
 
     torch.manual_seed(1)
     d_vocab = len(bpe_tokenizer) + 7  # padded unembedding columns, as in real models
     is_ing, is_real = ing_mask(bpe_tokenizer, d_vocab)
     w_u = torch.randn(24, d_vocab) + 0.3
+    w_u[:, ::5] *= 3  # unit columns: their norms must not matter
     w_out = torch.randn(2, 40, 24) ** 3  # heavy-tailed: some neurons get a type
-    table = ing_neuron_table(w_out, w_u, is_ing, is_real, "m")
+    table = ing_neuron_table(w_out, w_u, is_ing, is_real, "m", vocab_chunk=vocab_chunk)
     cos = vocab_cosines(w_out[1], w_u).double()
     ing, other = torch.as_tensor(is_ing), torch.as_tensor(is_real & ~is_ing)
     sep = (cos[:, ing].mean(1) - cos[:, other].mean(1)) / cos.std(1, unbiased=False)
@@ -371,7 +389,7 @@ def test_closed_form_separation_matches_full_cosines(bpe_tokenizer):
     np.testing.assert_allclose(table[table.layer == 1]["ing_mean"].to_numpy(), cos[:, ing].mean(1).numpy(),
                                atol=1e-6)
     moments = table[["layer", "neuron", "skew", "kurtosis"]].sample(frac=1, random_state=0)
-    again = ing_neuron_table(w_out, w_u, is_ing, is_real, "m", moments_table=moments)
+    again = ing_neuron_table(w_out, w_u, is_ing, is_real, "m", moments_table=moments, vocab_chunk=vocab_chunk)
     pd.testing.assert_frame_equal(again, table)
     with pytest.raises(ValueError, match="layer 1"):
         ing_neuron_table(w_out, w_u, is_ing, is_real, "m", moments_table=moments[moments.layer == 0])

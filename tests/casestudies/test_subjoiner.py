@@ -9,7 +9,7 @@ from stages_of_inference.casestudies.words import document_words, encode_with_of
 
 TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home. "
         "Call x.append or foo_bar; don't use 2nd Running words.\n"
-        "they keep talking")
+        "they keep talking  twice")
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +40,9 @@ def spelled(tokenizer, ids, w):
 def test_standalone_lowercase_words_only(smol_tokenizer, bpe_tokenizer, metaspace_tokenizer):
     for tok in (smol_tokenizer, bpe_tokenizer, metaspace_tokenizer):
         _, words = words_of(tok)
-        # capitalised, attribute, identifier, contraction, digit-prefixed: all excluded
-        for absent in ("The", "Call", "append", "foo", "bar", "don", "nd", "Running", "x"):
+        # capitalised, attribute, identifier, contraction, digit-prefixed, at a line start,
+        # after two spaces: all excluded
+        for absent in ("The", "Call", "append", "foo", "bar", "don", "nd", "Running", "x", "they", "twice"):
             assert absent not in words, (type(tok).__name__, absent)
         for present in ("dogs", "were", "jumping", "unbelievably", "lazy", "dog", "home", "use", "keep", "talking"):
             assert present in words, (present, sorted(words))
@@ -52,8 +53,8 @@ def test_smollm2_splits(smol_tokenizer):
     assert words["jumping"].n_subtokens == 1  # "Ġjumping"
     assert words["lazy"].n_subtokens == 1
     assert words["unbelievably"].n_subtokens == 3  # "Ġunbelie" "v" "ably"
-    for w in words.values():  # the space belongs to the first token; after a newline there is none
-        assert spelled(smol_tokenizer, ids, w) == (w.word if w.word == "they" else " " + w.word)
+    for w in words.values():  # the space belongs to the first token
+        assert spelled(smol_tokenizer, ids, w) == " " + w.word
 
 
 def test_bytelevel_small_vocab_splits(bpe_tokenizer):
@@ -201,7 +202,7 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
     assert np.allclose(word_mass.to_numpy(), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3_text"])
 def test_last_query_attention_matches_plain_transformers(arch, bpe_tokenizer):
     """Every head's attention row from the last position, read by the engine (prompts of
     several lengths, batched by length, batches of 2), equals the last row of
@@ -247,3 +248,62 @@ def test_last_query_attention_runs_no_unembedding(bpe_tokenizer):
         for handle in handles:
             handle.remove()
     assert calls == []
+
+
+def test_last_query_attention_gemma3_sliding_window(bpe_tokenizer):
+    """Gemma 3 (tiny: window 4, layers sliding / full / sliding / full): in a sliding-window
+    layer the last query sees only the last 4 keys (itself included), in a full-attention
+    layer every key; each row still sums to 1. The rows equal a hand computation of the
+    last query's softmax(q·k / sqrt(query_pre_attn_scalar)) over the keys its layer lets it
+    see, from the q and k (after QK-norm and RoPE) that the transformers attention module
+    itself computes, captured with hooks on its q/k norms and its rotary embedding."""
+    import copy
+
+    import torch
+    from conftest import tiny_hf_model
+    from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
+
+    from stages_of_inference.core.engine import Engine
+
+    hf = tiny_hf_model("gemma3_text", bpe_tokenizer)
+    config = hf.config
+    window, n_heads, n_kv = config.sliding_window, config.num_attention_heads, config.num_key_value_heads
+    assert window == 4 and config.layer_types[:2] == ["sliding_attention", "full_attention"]
+    engine = Engine(copy.deepcopy(hf), attn_implementation="eager")
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(2, len(bpe_tokenizer), (n,), generator=g).tolist() for n in (11, 11, 8)]
+    rows = last_query_attention(engine, prompts, batch_size=2)
+
+    seen = {}
+    handles = []
+    for layer, block in enumerate(hf.model.layers):
+        attn = block.self_attn
+        handles.append(attn.q_norm.register_forward_hook(
+            lambda m, a, out, layer=layer: seen.__setitem__(("q", layer), out.detach())))
+        handles.append(attn.k_norm.register_forward_hook(
+            lambda m, a, out, layer=layer: seen.__setitem__(("k", layer), out.detach())))
+        handles.append(block.register_forward_pre_hook(
+            lambda m, a, kw, layer=layer: seen.__setitem__(("rope", layer), kw["position_embeddings"]),
+            with_kwargs=True))
+    try:
+        for prompt, row in zip(prompts, rows):
+            T = len(prompt)
+            with torch.no_grad():
+                hf(torch.tensor([prompt]))
+            for layer, kind in enumerate(config.layer_types):
+                cos, sin = seen[("rope", layer)]
+                q, k = apply_rotary_pos_emb(seen[("q", layer)], seen[("k", layer)], cos, sin)  # [1, H, T, d]
+                k = k.repeat_interleave(n_heads // n_kv, dim=1)
+                scores = (q[0, :, -1:] @ k[0].transpose(-1, -2))[:, 0] / config.query_pre_attn_scalar ** 0.5  # [H, T]
+                visible = torch.arange(T) > T - 1 - window if kind == "sliding_attention" else torch.ones(T, dtype=bool)
+                expected = scores.masked_fill(~visible, float("-inf")).softmax(-1).numpy()
+                np.testing.assert_allclose(row[layer], expected, rtol=1e-4, atol=1e-6)
+                if kind == "sliding_attention":
+                    assert (row[layer][:, : T - window] == 0).all()
+                    assert (row[layer][:, T - window :] > 0).all()
+                else:
+                    assert (row[layer] > 0).all()
+                np.testing.assert_allclose(row[layer].sum(-1), 1.0, atol=1e-5)
+    finally:
+        for handle in handles:
+            handle.remove()

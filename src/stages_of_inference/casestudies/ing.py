@@ -74,13 +74,27 @@ def is_ing_string(text: str) -> bool:
 
 
 def token_strings(tokenizer, n: int | None = None) -> list[str]:
+    """The text of every token id ``0..n-1`` decoded alone (``tokenizer.decode([i])``).
+
+    A fast tokenizer that does not clean up spaces decodes in one call of its Rust backend
+    (the same strings as ``batch_decode``, without its per-token Python work); others go
+    through ``batch_decode``. Gemma 3 has 262,144 tokens: decode once per job and pass the
+    strings on (``ing_mask(..., strings=...)``, :func:`vocab_table`).
+    """
     n = len(tokenizer) if n is None else min(n, len(tokenizer))
-    return tokenizer.batch_decode([[i] for i in range(n)])
+    ids = [[i] for i in range(n)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if getattr(tokenizer, "is_fast", False) and backend is not None and not tokenizer.clean_up_tokenization_spaces:
+        return backend.decode_batch(ids, skip_special_tokens=False)
+    return tokenizer.batch_decode(ids)
 
 
-def ing_mask(tokenizer, d_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(is_ing [d_vocab], is_real [d_vocab])``; columns past the tokenizer are padding."""
-    strings = token_strings(tokenizer, d_vocab)
+def ing_mask(tokenizer, d_vocab: int, strings: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(is_ing [d_vocab], is_real [d_vocab])``; columns past the tokenizer are padding.
+    ``strings``: :func:`token_strings` already decoded (else decoded here)."""
+    if strings is None:
+        strings = token_strings(tokenizer, d_vocab)
+    strings = strings[:d_vocab]
     is_ing = np.zeros(d_vocab, dtype=bool)
     is_real = np.zeros(d_vocab, dtype=bool)
     is_ing[: len(strings)] = [is_ing_string(s) for s in strings]
@@ -156,7 +170,8 @@ def assign_split(strata: np.ndarray, settings: IngSettings) -> np.ndarray:
 
 @torch.no_grad()
 def ing_neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray, is_real: np.ndarray,
-                     model: str = "", chunk: int = 256, moments_table: pd.DataFrame | None = None) -> pd.DataFrame:
+                     model: str = "", chunk: int = 256, moments_table: pd.DataFrame | None = None,
+                     vocab_chunk: int = 16384) -> pd.DataFrame:
     """ing separation, skew, kurtosis and Universal-Neurons type of every MLP neuron.
 
     ``w_out`` ``[n_layers, d_mlp, d_model]`` and ``w_u`` ``[d_model, d_vocab]`` are the
@@ -166,7 +181,8 @@ def ing_neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray,
     so it is computed in closed form from unit unembedding columns ``û_v``: with
     ``ŵ = w_out / |w_out|``, the mean cosine over a token set S is ``ŵ · mean_{v∈S} û_v`` and
     the variance over the vocabulary is ``ŵᵀ Σ ŵ`` with ``Σ`` the ``d_model × d_model``
-    covariance of the ``û_v`` (float64): no ``n_neurons × d_vocab`` matrix. Skew and
+    covariance of the ``û_v`` (:func:`unit_column_moments`, ``vocab_chunk`` columns at a
+    time): no ``n_neurons × d_vocab`` matrix. Skew and
     kurtosis (the neuron *type*) are taken from ``moments_table`` (the ``neurons`` rule's
     table, same weights and definitions) when given, else computed from the cosines.
     """
@@ -176,12 +192,12 @@ def ing_neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray,
     other = torch.as_tensor(is_real & ~is_ing)
     if ing.sum() == 0:
         raise ValueError("the vocabulary has no ing tokens")
-    u = _unit(w_u.double(), 0)
-    mu_all, mu_ing, mu_other = u.mean(1), u[:, ing].mean(1), u[:, other].mean(1)
-    cov = u @ u.T / u.shape[1] - torch.outer(mu_all, mu_all)
+    _, mu_ing, mu_other, cov = unit_column_moments(w_u, ing, other, chunk=vocab_chunk)
     if moments_table is not None:
         moments_table = moments_table.set_index(["layer", "neuron"]).sort_index()
-    u_float = _unit(w_u, 0)
+        u_float = None
+    else:
+        u_float = _unit(w_u, 0)
     frames = []
     for layer in range(w_out.shape[0]):
         w = _unit(w_out[layer].double(), 1)
@@ -200,6 +216,38 @@ def ing_neuron_table(w_out: torch.Tensor, w_u: torch.Tensor, is_ing: np.ndarray,
                                   ing_separation=(ing_mean - other_mean) / np.maximum(std, 1e-12),
                                   skew=skew, kurtosis=kurt, type=classify(skew, kurt)))
     return pd.concat(frames, ignore_index=True)
+
+
+@torch.no_grad()
+def unit_column_moments(w_u: torch.Tensor, ing: torch.Tensor, other: torch.Tensor, chunk: int = 16384):
+    """``(mean_all, mean_ing, mean_other [d_model], cov [d_model, d_model])`` of the unit
+    unembedding columns ``û_v = W_U[:, v] / |W_U[:, v]|``, in float64: over all columns,
+    the ``ing`` columns, the ``other`` columns (boolean masks ``[d_vocab]``); ``cov`` is
+    the population covariance over all columns.
+
+    Blocked over the vocabulary, ``chunk`` columns at a time, so that no float64 copy of
+    ``W_U`` (1.3 GB for Gemma 3's 262,144 x 640) nor of its masked columns is ever made:
+    each block's Gram matrix ``û ûᵀ`` is a float32 product (half the time of float64; the
+    resulting standard deviations differ by ~1e-7 relative on Gemma 3), every sum across
+    blocks is float64."""
+    from ..core.neurons import _unit
+
+    d_model, d_vocab = w_u.shape
+    total = torch.zeros(d_model, dtype=torch.float64)
+    s_ing = torch.zeros(d_model, dtype=torch.float64)
+    s_other = torch.zeros(d_model, dtype=torch.float64)
+    gram = torch.zeros(d_model, d_model, dtype=torch.float64)
+    for start in range(0, d_vocab, chunk):
+        stop = min(start + chunk, d_vocab)
+        u = _unit(w_u[:, start:stop].float(), 0)
+        gram += (u @ u.T).double()
+        u = u.double()
+        total += u.sum(1)
+        s_ing += u[:, ing[start:stop]].sum(1)
+        s_other += u[:, other[start:stop]].sum(1)
+    mu_all = total / d_vocab
+    cov = gram / d_vocab - torch.outer(mu_all, mu_all)
+    return mu_all, s_ing / int(ing.sum()), s_other / max(int(other.sum()), 1), cov
 
 
 def select_neurons(table: pd.DataFrame, n: int, require_type: bool = True, model: str = "") -> pd.DataFrame:
@@ -230,35 +278,38 @@ def select_neurons(table: pd.DataFrame, n: int, require_type: bool = True, model
 
 
 @torch.no_grad()
-def vocab_table(w_out: torch.Tensor, w_u: torch.Tensor, neurons: pd.DataFrame, tokenizer,
+def vocab_table(w_out: torch.Tensor, w_u: torch.Tensor, neurons: pd.DataFrame, strings: Sequence[str],
                 is_ing: np.ndarray, is_real: np.ndarray, model: str = "") -> pd.DataFrame:
-    """Cosines over the vocabulary of the top prediction and top suppression neuron."""
+    """Cosines over the vocabulary of the top prediction and top suppression neuron (one
+    ``[2, d_vocab]`` product); ``strings``: :func:`token_strings` of the vocabulary."""
     from ..core.neurons import vocab_cosines
 
-    strings = token_strings(tokenizer, w_u.shape[1])
-    frames = []
+    tops = []
     for role in ROLES:
         top = neurons[(neurons["role"] == role) & (neurons["role_rank"] == 1)]
-        if top.empty:
-            continue
-        layer, neuron = int(top["layer"].iloc[0]), int(top["neuron"].iloc[0])
-        cos = vocab_cosines(w_out[layer, neuron : neuron + 1], w_u)[0].double().numpy()
-        real = np.flatnonzero(is_real)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "model": model,
-                    "role": role,
-                    "layer": layer,
-                    "neuron": neuron,
-                    "token_id": real.astype(np.int64),
-                    "token": [strings[i] for i in real],
-                    "is_ing": is_ing[real],
-                    "cosine": cos[real],
-                }
-            )
+        if not top.empty:
+            tops.append((role, int(top["layer"].iloc[0]), int(top["neuron"].iloc[0])))
+    if not tops:
+        return pd.DataFrame(columns=VOCAB_COLUMNS)
+    cos = vocab_cosines(torch.stack([w_out[layer, neuron] for _, layer, neuron in tops]), w_u).double().numpy()
+    real = np.flatnonzero(is_real)
+    tokens = [strings[i] for i in real]
+    frames = [
+        pd.DataFrame(
+            {
+                "model": model,
+                "role": role,
+                "layer": layer,
+                "neuron": neuron,
+                "token_id": real.astype(np.int64),
+                "token": tokens,
+                "is_ing": is_ing[real],
+                "cosine": cos[j, real],
+            }
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VOCAB_COLUMNS)
+        for j, (role, layer, neuron) in enumerate(tops)
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def neuron_tables(engine, tokenizer, neurons: pd.DataFrame | None, settings: IngSettings,
@@ -275,7 +326,8 @@ def neuron_tables(engine, tokenizer, neurons: pd.DataFrame | None, settings: Ing
     from ..core.neurons import folded_weights
 
     w_out, w_u = folded_weights(engine)
-    is_ing, is_real = ing_mask(tokenizer, w_u.shape[1])
+    strings = token_strings(tokenizer, w_u.shape[1])  # decoded once: the mask and the vocabulary table
+    is_ing, is_real = ing_mask(tokenizer, w_u.shape[1], strings)
     log.info("%s: %d of %d vocabulary tokens end in -ing", model, is_ing.sum(), is_real.sum())
     if not is_ing.any():
         log.warning("%s: no vocabulary token ends in -ing; Figure 10 will be empty for this model", model)
@@ -288,7 +340,7 @@ def neuron_tables(engine, tokenizer, neurons: pd.DataFrame | None, settings: Ing
             r = top.iloc[0]
             log.info("%s: top %s neuron L%dN%d, ing separation %.2f (type %s)", model, role, r["layer"],
                      r["neuron"], r["ing_separation"], r["type"])
-    return table, vocab_table(w_out, w_u, table, tokenizer, is_ing, is_real, model)
+    return table, vocab_table(w_out, w_u, table, strings, is_ing, is_real, model)
 
 
 # -- activations ------------------------------------------------------------------------
