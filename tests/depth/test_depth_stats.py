@@ -640,3 +640,16 @@ def test_figures_draw_every_model_in_its_style(monkeypatch):
     assert len([line for line in ours.get_lines() if line.get_label() == "a"][0].get_xdata()) == 4
     titles = [ax.get_title() for ax in fig6.axes if ax.get_title()]
     assert titles == ["a", "ctl (random weights)"]
+
+
+def test_entropy_trend_needs_a_real_fall():
+    """'Falls with depth': a monotone fall of more than 5 % of the top; a flat line (random
+    weights near log2 V) with a tiny monotone drift does not fall, nor does a rise."""
+    from stages_of_inference.depth.figures import entropy_trend
+
+    def rows(values):
+        return pd.DataFrame({"layer": range(-1, len(values) - 1), "lens_entropy_mean": values})
+
+    assert entropy_trend(rows([15.5, 13.5, 9.1, 5.4, 4.45]), "lens_entropy") == (pytest.approx(-1.0), True)
+    assert entropy_trend(rows([8.999, 8.998, 8.997, 8.996]), "lens_entropy")[1] is False
+    assert entropy_trend(rows([2.0, 1.4, 1.3, 3.5, 4.45]), "lens_entropy")[1] is False

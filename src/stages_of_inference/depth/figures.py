@@ -26,7 +26,8 @@ SINGLE_PANEL = {
         "Figure 5: attention vs. MLP output norm (what each block adds to the residual stream)"),
     7: ("mlp_norm", "mean ‖mlp_out‖₂", "Figure 7: MLP output norm (what each MLP adds to the residual stream)"),
 }
-FALLS_RHO = -0.8  # "falls with depth": Spearman correlation of entropy with depth at most this
+FALLS_RHO = -0.8  # "falls with depth": Spearman correlation of entropy with depth at most this,
+FALLS_BY = 0.05  # and a fall of at least this fraction of its highest value (flat lines do not fall)
 PREDICTION_COLOUR, SUPPRESSION_COLOUR = "#b8860b", "#6a3d9a"  # not a model colour (core.plotting)
 
 
@@ -116,29 +117,34 @@ def plot_fig4(summary: pd.DataFrame, out_pdf, styles=None) -> None:
     for ax, (column, title) in zip(axes, panels):
         _lines(ax, summary, column, styles)
         ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(bottom=0)
         ax.set_xlabel(XLABEL)
         ax.set_title(title, fontsize=9)
+    axes[0].set_ylim(bottom=0)  # after both panels: the shared top covers both
     axes[0].set_ylabel("Mean attention on each of the previous 5 tokens")
-    _legend(axes[0])
-    below = _percent_below(summary, "prev5_attn", "prev5_attn_authors")
-    text = "\n".join(f"{style_of(styles, m)['label']}: {lo:.1f}–{hi:.1f} % lower" for m, (lo, hi) in below.items())
-    if text:
-        axes[1].text(0.98, 0.97, "per layer, than the left panel:\n" + text, transform=axes[1].transAxes,
-                     ha="right", va="top", fontsize=7.5,
-                     bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.9))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8.5,
+               bbox_to_anchor=(0.5, -0.07))
     fig.suptitle("Figure 4: attention to the previous five tokens (mean ± SE)", fontsize=11)
     fig.tight_layout()
+    below = _percent_below(summary, "prev5_attn", "prev5_attn_authors")
+    text = ";  ".join(f"{style_of(styles, m)['label']} {lo:.1f}–{hi:.1f} %" for m, (lo, hi) in below.items())
+    if text:
+        fig.text(0.5, -0.1, "How much lower the right panel is than the left, per layer:  " + text,
+                 ha="center", va="top", fontsize=8, color="0.25")
     save(fig, out_pdf)
 
 
-def entropy_trend(g: pd.DataFrame, column: str) -> float:
-    """Spearman correlation of a model's mean ``column`` with depth (its points in order)."""
+def entropy_trend(g: pd.DataFrame, column: str) -> tuple[float, bool]:
+    """``(rho, falls)``: the Spearman correlation of a model's mean ``column`` with depth
+    (its points in order), and whether it falls with depth: ``rho <= FALLS_RHO`` and
+    a range of at least ``FALLS_BY`` of its highest value."""
     g = g.sort_values("layer")
     values = g[f"{column}_mean"]
     if values.notna().sum() < 3:
-        return float("nan")
-    return float(pd.Series(np.arange(len(g)), index=g.index).corr(values, method="spearman"))
+        return float("nan"), False
+    rho = float(pd.Series(np.arange(len(g)), index=g.index).corr(values, method="spearman"))
+    top = float(values.max())
+    return rho, bool(rho <= FALLS_RHO and top > 0 and (top - float(values.min())) >= FALLS_BY * top)
 
 
 def plot_fig8(summary: pd.DataFrame, out_pdf, styles=None) -> None:
@@ -146,8 +152,8 @@ def plot_fig8(summary: pd.DataFrame, out_pdf, styles=None) -> None:
     (first, the default; the blocks at ``rel_depth``) and the authors' lens (the final
     layer's norm scale on every point; the embedding and every block at the authors'
     ``rel_depth_authors``). Each panel's title says in which models the entropy falls with
-    depth (Spearman ρ of entropy with depth ≤ :data:`FALLS_RHO`) and gives every model's
-    ρ; dotted lines mark the entropy of the uniform distribution over each model's
+    depth (:func:`entropy_trend`: Spearman ρ of entropy with depth ≤ :data:`FALLS_RHO`, by
+    at least :data:`FALLS_BY` of its highest value) and gives every model's ρ; dotted lines mark the entropy of the uniform distribution over each model's
     vocabulary."""
     from matplotlib.lines import Line2D
 
@@ -164,8 +170,9 @@ def plot_fig8(summary: pd.DataFrame, out_pdf, styles=None) -> None:
     for ax, (column, rows, x, xlabel, title) in zip(axes, panels):
         _lines(ax, rows, column, styles, x=x)
         top = max(top, float(np.nanmax(rows[f"{column}_mean"] + rows[f"{column}_se"].fillna(0))))
-        rho = {m: entropy_trend(g, column) for m, g in rows.groupby("model", sort=False)}
-        falls = [m for m, r in rho.items() if r <= FALLS_RHO]
+        trends = {m: entropy_trend(g, column) for m, g in rows.groupby("model", sort=False)}
+        rho = {m: r for m, (r, _) in trends.items()}
+        falls = [m for m, (_, f) in trends.items() if f]
         verdict = ("FALLS with depth in: " + ", ".join(falls)) if falls else "falls with depth in none of the models"
         trend = ", ".join(f"{m} {r:+.2f}" for m, r in rho.items())
         ax.set_title(f"{title}\n{verdict}  (ρ: {trend})", fontsize=8.5)
@@ -184,8 +191,8 @@ def plot_fig8(summary: pd.DataFrame, out_pdf, styles=None) -> None:
     axes[0].set_ylabel("Logit-lens entropy of the next token [bits]")
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8.5,
                bbox_to_anchor=(0.5, -0.06))
-    fig.suptitle(f"Figure 8: logit-lens entropy (mean ± SE); ρ: Spearman correlation with depth, "
-                 f"'falls' if ρ ≤ {FALLS_RHO:g}", fontsize=11)
+    fig.suptitle(f"Figure 8: logit-lens entropy (mean ± SE); ρ: Spearman correlation with depth; "
+                 f"'falls': ρ ≤ {FALLS_RHO:g} and by ≥ {FALLS_BY:.0%} of its highest value", fontsize=11)
     fig.tight_layout()
     save(fig, out_pdf)
 
