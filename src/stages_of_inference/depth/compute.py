@@ -28,7 +28,7 @@ aggregation:
   - ``lens_kl``, ``lens_entropy``: ``A_l / s(x_l) + W_U b + b_U`` (then the model's final
     logit soft-capping, if any), i.e. :meth:`Engine.unembed` of ``x_l``: the final norm
     with the point's own statistics, then the unembedding. This is the logit lens of
-    nostalgebraist's post that the paper cites (and that TransformerLens 2.18 restored,
+    nostalgebraist's post that the paper cites (and that TransformerLens 2.18 adopted,
     PR #1077). Every scored position.
   - ``lens_kl_authors``, ``lens_entropy_authors``: ``A_l / s(x_final)``, the lens of the
     authors' ``entropy_calculation.ipynb``: ``cache.accumulated_resid(apply_ln=True) @
