@@ -5,7 +5,9 @@
 
 rule layer_stats:
     """Per-layer statistics in one streamed forward pass with hooks: attention to the
-    previous five tokens, attention/MLP write norms, logit-lens KL and entropy."""
+    previous five tokens, attention/MLP write norms, logit-lens KL and entropy, each in the
+    workflow's definition and (previous five, logit lens) in the authors' notebooks'; the
+    embedding is a point of the logit lens (layer -1)."""
     input:
         manifest="results/models/{model}/manifest.json",
         corpus="results/{model}/corpus.pt",
@@ -64,8 +66,9 @@ DEPTH_FIGURES = {
     8: "Figure 8: logit-lens entropy",
 }
 
-# plot_fig4 ... plot_fig8: one line per model against relative depth; Figure 6 also reads
-# the neuron tables.
+# plot_fig4 ... plot_fig8: one line per model (its style from STYLES) against relative depth;
+# Figures 4 and 8 draw the authors' definition and the workflow's side by side; Figure 6 (a
+# panel per model) also reads the neuron tables.
 for _n, _title in DEPTH_FIGURES.items():
 
     rule:

@@ -30,7 +30,7 @@ def layer_stats(model: str, manifest: str, corpus: str, record: str, runtime: di
     log.info("%s: layer statistics on %d x %d tokens, %d layers", model, *tokens.shape, engine.n_layers)
     df = extract_layer_stats(engine, tokens, batch_size=batch_size, first=first)
     df.insert(0, "model", model)
-    summary = summarise_layer_stats(df, engine.n_layers)
+    summary = summarise_layer_stats(df, engine.n_layers, engine.d_vocab)
     write_parquet(df, out_tokens)
     write_parquet(summary, out_summary)
     log.info("%s: wrote %d token rows, %d layers", model, len(df), len(summary))
@@ -51,11 +51,15 @@ def neurons(model: str, spec: dict, manifest: str, runtime: dict, out_neurons: s
 
 def plot_depth(number: int, summaries: Sequence[str], neurons: Sequence[str], styles: dict, out_pdf: str) -> None:
     from .compute import neuron_type_counts
-    from .figures import plot_depth_metric, plot_fig6
+    from .figures import plot_depth_metric, plot_fig4, plot_fig6, plot_fig8
 
     summary = read_tables(summaries)
-    if number == 6:
+    if number == 4:
+        plot_fig4(summary, out_pdf, styles=styles)
+    elif number == 6:
         plot_fig6(summary, neuron_type_counts(summary, read_tables(neurons)), out_pdf, styles=styles)
+    elif number == 8:
+        plot_fig8(summary, out_pdf, styles=styles)
     else:
         plot_depth_metric(summary, number, out_pdf, styles=styles)
     log.info("figure %d: %d models -> %s", number, summary["model"].nunique(), out_pdf)
