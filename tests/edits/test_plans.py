@@ -147,3 +147,14 @@ def test_parallel_by_hand_is_not_sequential(deep, ids):
     one = hand_logits(hf, ids, [0, (1,), 2, 3, 4, 5])  # a group of one block is the block
     torch.testing.assert_close(one, seq, atol=1e-4, rtol=1e-4)
     assert isinstance(Plan("painters", "parallel", 1, ((1, 2),), 1, 2).order[0], tuple)
+
+
+def test_settings_come_from_the_schema():
+    s = EditSettings()
+    assert (s.n_sequences, s.seq_len, s.window_max, s.repeat_copies) == (2, 32, 3, [1])
+    with pytest.raises(ValueError, match="repeat_spans"):
+        EditSettings(repeat_spans=[[0.6, 0.4]])
+    with pytest.raises(ValueError, match="painters_kinds"):
+        EditSettings(painters_kinds=["loop"])
+    with pytest.raises(ValueError, match="window_maxx"):
+        EditSettings(window_maxx=2)

@@ -228,6 +228,10 @@ def plot_repeats(summary: pd.DataFrame, out_pdf, styles=None) -> None:
 # -- predicted vs measured ------------------------------------------------------------------
 
 
+def _rho(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.2f}"
+
+
 def plot_drop_predictors(predictors: pd.DataFrame, spearman: pd.DataFrame, out_pdf, styles=None) -> None:
     """Predicted vs measured: a row per window width n, a column per predictor; each
     window a point (predictor value, measured KL of dropping it), every model in its style
@@ -249,7 +253,7 @@ def plot_drop_predictors(predictors: pd.DataFrame, spearman: pd.DataFrame, out_p
                 r_kl = rho.get((model, n, pred, "kl"), np.nan)
                 r_acc = rho.get((model, n, pred, "accuracy_retained"), np.nan)
                 ax.plot(g["value"], g["kl_mean"], ls="none", marker=style["marker"], ms=4, color=style["color"],
-                        alpha=0.8, label=f"{style['label']}: ρ_KL = {r_kl:+.2f}, ρ_acc = {r_acc:+.2f}")
+                        alpha=0.8, label=f"{style['label']}: ρ_KL = {_rho(r_kl)}, ρ_acc = {_rho(r_acc)}")
                 picked = g[g["pick"]]
                 ax.plot(picked["value"], picked["kl_mean"], ls="none", marker="o", ms=11, mfc="none",
                         mec=style["color"], mew=1.6, label="_")
