@@ -62,6 +62,7 @@ include: "workflow/rules/casestudies.smk"
 include: "workflow/rules/self_repair.smk"
 include: "workflow/rules/seqcont.smk"
 include: "workflow/rules/concepts.smk"
+include: "workflow/rules/edits.smk"
 
 
 rule all:

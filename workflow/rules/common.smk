@@ -61,7 +61,7 @@ GPU = job_gpus(RUNTIME["device"], cluster=not workflow.local_exec)
 # on a few cores the last minutes are not one long job running alone.
 PRIORITY = {"corpus": 100, "seqcont_prompts": 100, "interventions_chunk": 50, "seqcont_circuits": 50,
             "neurons": 45, "ing_neurons": 45, "ing_activations": 40, "self_repair": 40, "layer_stats": 40,
-            "seqcont_components": 30, "subjoiner": 30}
+            "seqcont_components": 30, "subjoiner": 30, "layer_edits": 30}
 
 # Checked when the DAG is built, not inside a job minutes later (one line each).
 config_check(checks.check_against_shapes, config, SHAPES, _SOURCES)
@@ -112,6 +112,8 @@ MODEL_TABLES = {
                                                          "circuits", "circuit_summary", "overlap")],
     "concepts": [f"concept_{name}.parquet" for name in ("sentences", "sae", "sae_training", "sae_features", "probes",
                                                           "methods", "findings")],
+    "edits": ["cka.parquet", "layer_edits.parquet", "layer_edits_tokens.parquet", "drop_predictors.parquet",
+              "drop_predictors_spearman.parquet"],
 }
 # The figures and tables of each study (figures/...).
 STUDY_FIGURES = {
@@ -121,6 +123,8 @@ STUDY_FIGURES = {
     "self_repair": ["self_repair.pdf", "self_repair_tokens.pdf"],
     "seqcont": ["seqcont_tasks.pdf", "seqcont_heads.pdf", "seqcont_circuits.pdf"],
     "concepts": ["sae_training.pdf", "concept_methods.pdf"],
+    "edits": ["cka.pdf", "layer_edits_windows.pdf", "layer_edits_painters.pdf", "layer_edits_repeat.pdf",
+              "drop_predictors.pdf"],
 }
 
 ALL_TARGETS = [

@@ -88,7 +88,7 @@ MLP_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 SOURCES = ("embedded", "hf", "random")
 # The studies a model can join (``models.<name>.studies``; every study by default).
-STUDIES = ("robustness", "depth", "casestudies", "self_repair", "seqcont", "concepts")
+STUDIES = ("robustness", "depth", "casestudies", "self_repair", "seqcont", "concepts", "edits")
 
 
 class ModelUnavailableError(RuntimeError):
