@@ -224,9 +224,12 @@ def interior(summary: pd.DataFrame) -> pd.Series:
 
 def robustness(summary: pd.DataFrame) -> pd.DataFrame:
     """Per model and kind: accuracy retained = accuracy_intervened / accuracy_base,
-    averaged over the interior interventions (FIGURES.md, headline table)."""
+    averaged over the interior interventions (FIGURES.md, headline table). Undefined (NaN) where
+    the unmodified model predicts no token right (a random-weight control): there is no
+    accuracy to retain."""
     df = summary[interior(summary)].copy()
-    df["retained"] = df["correct_mean"] / df["correct_base_mean"]
+    base = df["correct_base_mean"].astype(float)
+    df["retained"] = (df["correct_mean"] / base).where(base > 0)
     rows = []
     for (model, kind), g in df.groupby(["model", "kind"], observed=True, sort=True):
         rows.append(

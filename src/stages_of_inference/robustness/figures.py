@@ -49,7 +49,8 @@ def robustness_markdown(table) -> str:
         "# Accuracy retained under layer interventions\n\n"
         "Fraction of the unmodified model's next-token accuracy kept when one block is dropped "
         "or two adjacent blocks are swapped, averaged over every intervention that does not "
-        "touch the first or the last block (the paper reports 72-95%).\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
+        "touch the first or the last block (the paper reports 72-95%). n/a: the unmodified "
+        "model predicts no token right (a random-weight control), so no accuracy is retained.\n\n"
+        + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".3f", missingval="n/a")
         + "\n"
     )
