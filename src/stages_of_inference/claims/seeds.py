@@ -25,7 +25,7 @@
 from __future__ import annotations
 
 import math
-from itertools import combinations
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -220,7 +220,7 @@ def seqcont_task_circuits(tables) -> Finding:
            & (rows["n_components"] <= CIRCUIT_MAX_FRACTION * rows["n_total"]))
     value = float(has.mean())
     detail = "; ".join(
-        f"{r.task} {'ok' if ok else 'NO'} ({'%.0f%%' % s if np.isfinite(s) else 'unsolved'}, "
+        f"{r.task} {'ok' if ok else 'NO'} ({f'{s:.0f}%' if np.isfinite(s) else 'unsolved'}, "
         f"{int(r.n_components)}/{int(r.n_total)})"
         for r, s, ok in zip(rows.itertuples(), score, has))
     return Finding(stat, value, HOLDS if has.all() else FAILS, detail=detail)
@@ -235,9 +235,9 @@ def mean_pairwise_jaccard(sets: np.ndarray) -> np.ndarray:
     union = size[..., :, None] + size[..., None, :] - inter
     t = x.shape[-2]
     iu = np.triu_indices(t, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        j = (inter / union)[..., iu[0], iu[1]]
-    return np.nanmean(j, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # every union empty: NaN
+        return np.nanmean((inter / union)[..., iu[0], iu[1]], axis=-1)
 
 
 def random_circuits(kinds: np.ndarray, sizes: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
