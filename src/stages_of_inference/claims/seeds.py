@@ -322,7 +322,7 @@ def _concept_rule(a: str, b: str, threshold: float, note: str = "") -> str:
 
 
 @claim(id="concepts_rsa_beats_maxact",
-       text="RSA (representational similarity) feature selection beats maximum-activation selection.",
+       text="Feature selection by RSA (representational similarity approaches) > maximum activation approaches.",
        source=CONCEPTS, study="concepts", tables=("concept_findings.parquet",),
        rule=_concept_rule("RSA (both RSA methods)", "max activation (both spaces)", 0.0))
 def concepts_rsa_beats_maxact(tables) -> Finding:
@@ -331,7 +331,7 @@ def concepts_rsa_beats_maxact(tables) -> Finding:
 
 
 @claim(id="concepts_sae_beats_raw",
-       text="SAE features beat raw layer activations.",
+       text="SAE (features) > raw layer activations.",
        source=CONCEPTS, study="concepts", tables=("concept_findings.parquet",),
        rule=_concept_rule("SAE", "raw (all selection methods)", 0.0))
 def concepts_sae_beats_raw(tables) -> Finding:
@@ -340,7 +340,7 @@ def concepts_sae_beats_raw(tables) -> Finding:
 
 
 @claim(id="concepts_discriminative_ge_categorical",
-       text="If using RSA, discriminative >= categorical (\"discriminative ~> categorical\").",
+       text="If using RSA, discriminative > categorical (the README's results: \"discriminative ~> categorical\").",
        source=CONCEPTS, study="concepts", tables=("concept_findings.parquet",),
        rule=_concept_rule("RSA discriminative", "categorical (both spaces)", -NONINFERIORITY_MARGIN,
                           " (non-inferiority margin)"))
