@@ -409,3 +409,18 @@ def test_seed_claims_on_real_tables(monkeypatch):
     assert df["verdict"].isin(VERDICTS).all()
     assert np.isfinite(df["value"].astype(float)).all(), df[["claim", "value", "detail"]]
     assert (df["detail"].str.len() > 0).all()
+
+
+@pytest.mark.skipif(not (REAL / "self_repair_tokens.parquet").exists(), reason="no finished SmolLM2 run in /work/main")
+def test_noisy_spread_is_the_token_figures_spread():
+    """The per-head quantiles the noisy claim reads are the spread of the per-token SR/DE over
+    the head's top tokens that figures/self_repair_tokens.pdf draws (from the tokens table)."""
+    heads = pd.read_parquet(REAL / "self_repair.parquet")
+    tokens = pd.read_parquet(REAL / "self_repair_tokens.parquet")
+    top = seeds.top_heads(heads)
+    tk = tokens[tokens["top"]].merge(top[["layer", "head"]], on=["layer", "head"])
+    ratio = (tk["self_repair"] / tk["de"]).replace([np.inf, -np.inf], np.nan)
+    q = ratio.groupby([tk["layer"], tk["head"]]).quantile([0.1, 0.9]).unstack()
+    spread = (q[0.9] - q[0.1]).reindex(pd.MultiIndex.from_frame(top[["layer", "head"]]))
+    f = evaluate("self_repair_noisy", {"self_repair.parquet": heads})
+    assert f.value == pytest.approx(float(np.median(spread)), rel=1e-4)
