@@ -211,7 +211,7 @@ def test_seqcont_task_circuits():
     good = summary_table([85, 82, 90, 81], [10, 12, 8, 14])
     f = evaluate("seqcont_task_circuits", {"seqcont_circuit_summary.parquet": good})
     assert f.verdict == HOLDS and f.value == 1.0
-    assert "digits ok (85%, 10/30)" in f.detail
+    assert "digits ok (85.0%, 10/30)" in f.detail
     # a later order's failure does not count: the lowest order is the circuit
     later = pd.concat([good, summary_table([50, 50, 50, 50], [29] * 4, order=1)], ignore_index=True)
     assert evaluate("seqcont_task_circuits", {"seqcont_circuit_summary.parquet": later}).verdict == HOLDS

@@ -110,7 +110,7 @@ def self_repair_imperfect(tables) -> Finding:
     value, lo, hi, se = _median_ci(frac.to_numpy())
     te_de = 1 - value
     detail = (f"{len(top)} heads; median SR/DE {value:.2f} (TE/DE {te_de:.2f}); "
-              f"{int((frac >= 1).sum())} heads fully repaired or over, {int((frac <= 0).sum())} not repaired")
+              f"SR/DE >= 1 (full repair or more) in {int((frac >= 1).sum())}, <= 0 (none) in {int((frac <= 0).sum())}")
     return Finding(stat, value, within(lo, hi, 0.0, 1.0), lo=lo, hi=hi, se=se, detail=detail)
 
 
@@ -220,7 +220,7 @@ def seqcont_task_circuits(tables) -> Finding:
            & (rows["n_components"] <= CIRCUIT_MAX_FRACTION * rows["n_total"]))
     value = float(has.mean())
     detail = "; ".join(
-        f"{r.task} {'ok' if ok else 'NO'} ({f'{s:.0f}%' if np.isfinite(s) else 'unsolved'}, "
+        f"{r.task} {'ok' if ok else 'NO'} ({f'{s:.1f}%' if np.isfinite(s) else 'unsolved'}, "
         f"{int(r.n_components)}/{int(r.n_total)})"
         for r, s, ok in zip(rows.itertuples(), score, has))
     return Finding(stat, value, HOLDS if has.all() else FAILS, detail=detail)
