@@ -174,7 +174,7 @@ def test_self_repair_sparse_anti_erasure():
     assert f.verdict == HOLDS
     assert f.value == pytest.approx(np.median(share[:7]))
     assert f.lo > seeds.SPARSE_SHARE
-    assert "7 heads" in f.detail and "top 3 neurons" in f.detail
+    assert "7 of 8 top heads" in f.detail and "top 3 neurons" in f.detail
     spread_out = np.r_[[0.05, 0.1, 0.02, 0.08, 0.04, 0.06, 0.03], [5.0], [0.9, 0.9]]
     f = evaluate("self_repair_sparse_anti_erasure",
                  {"self_repair.parquet": h, "self_repair_neurons.parquet": neurons_table(h, spread_out)})

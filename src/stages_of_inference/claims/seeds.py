@@ -189,7 +189,8 @@ def self_repair_sparse_anti_erasure(tables) -> Finding:
     d_mlp = int(neurons["neuron"].max()) + 1
     n_layers = int(heads["n_layers"].iloc[0]) if "n_layers" in heads else int(heads["layer"].max()) + 1
     later = d_mlp * (n_layers - top["layer"].to_numpy()[ok])
-    detail = (f"{int(ok.sum())} heads (of {len(top_heads(heads))} top heads, the rest repair no net MLP part); "
+    n_top = len(top_heads(heads))
+    detail = (f"{int(ok.sum())} of {n_top} top heads (the others' MLPs give no net repair); "
               f"top {k} neurons = at most {float(np.max(k / later)):.2%} of the later layers' neurons")
     return Finding(stat, value, above(lo, hi, SPARSE_SHARE), lo=lo, hi=hi, se=se, detail=detail)
 
