@@ -143,6 +143,8 @@ def _retained(tables, kind: str) -> Finding:
     if table.empty:
         return missing(statistic, "no interior layer (a model of fewer than 3-4 blocks)")
     value = float(table["retained_mean"].iloc[0])
+    if not np.isfinite(value):
+        return missing(statistic, f"baseline accuracy {fmt(table['accuracy_base'].iloc[0])}: nothing to retain")
     keep = set(summary.loc[interior(summary), "layer"])
     tokens = tables["interventions_tokens.parquet"]
     tokens = tokens[(tokens["kind"].astype(str) == kind) & tokens["layer"].isin(keep)]
