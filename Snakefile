@@ -63,6 +63,7 @@ include: "workflow/rules/self_repair.smk"
 include: "workflow/rules/seqcont.smk"
 include: "workflow/rules/concepts.smk"
 include: "workflow/rules/edits.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:

@@ -131,6 +131,7 @@ ALL_TARGETS = [
     *(f"results/{model}/{table}" for study in STUDIES for model in MODELS_OF[study]
       for table in MODEL_TABLES[study]),
     *(f"figures/{name}" for study in STUDIES if MODELS_OF[study] for name in STUDY_FIGURES[study]),
+    "figures/claims.md", "figures/claims.csv",
 ]
 
 

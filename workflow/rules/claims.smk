@@ -1,0 +1,24 @@
+# The claims ledger: every claim of the paper (claims/paper.py) and of the seed studies
+# (claims/seeds.py), tested on every model of its study, from the result tables alone.
+from stages_of_inference.claims.rules import claim_inputs  # noqa: E402
+
+
+rule claims:
+    """The claims ledger: per claim and model, the statistic, its interval and the verdict."""
+    input:
+        tables=claim_inputs(MODELS_OF),
+    output:
+        csv=report("figures/claims.csv", caption="../report/claims.rst", category="Claims"),
+        md="figures/claims.md",
+        html=report("figures/claims.html", caption="../report/claims.rst", category="Claims"),
+    params:
+        models_of=MODELS_OF,
+        code=code("claims"),
+    log:
+        "logs/claims.log",
+    benchmark:
+        "results/benchmarks/claims.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/claims.py"
