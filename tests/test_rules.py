@@ -95,7 +95,8 @@ def test_editing_a_study_reruns_that_study_only(moved):
     (moved / "src/stages_of_inference/self_repair/compute.py").open("a").write("\n# a code change\n")
     rules = dry(moved)
     assert rules.get("self_repair") == 3, rules  # three tiny models
-    assert set(rules) <= {"self_repair", "plot_self_repair", "plot_self_repair_tokens", "all"}, rules
+    # and the claims ledger, which reads the study's tables
+    assert set(rules) <= {"self_repair", "plot_self_repair", "plot_self_repair_tokens", "claims", "all"}, rules
 
 
 @pytest.mark.slow
@@ -115,8 +116,8 @@ def test_settings_rerun_only_what_they_change(moved):
     assert set(dry(moved, "overlay.yaml")) == {"plot_self_repair_tokens", "all"}
     overlay.write_text("seqcont: {threshold: 0.7}\n")
     rules = dry(moved, "overlay.yaml")
-    assert set(rules) - {"all"} == {"seqcont_circuits", "seqcont_overlap", "plot_seqcont_circuits"}, rules
+    assert set(rules) - {"all"} == {"seqcont_circuits", "seqcont_overlap", "plot_seqcont_circuits", "claims"}, rules
     overlay.write_text("concepts: {C: 0.5}\n")
-    assert set(dry(moved, "overlay.yaml")) - {"all"} == {"concept_probes", "plot_concept_methods"}
+    assert set(dry(moved, "overlay.yaml")) - {"all"} == {"concept_probes", "plot_concept_methods", "claims"}
     overlay.write_text("runtime: {dtype: bfloat16}\n")  # changes every model's numbers
     assert "interventions_chunk" in dry(moved, "overlay.yaml")

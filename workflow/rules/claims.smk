@@ -1,6 +1,5 @@
 # The claims ledger: every claim of the paper (claims/paper.py) and of the seed studies
 # (claims/seeds.py), tested on every model of its study, from the result tables alone.
-from stages_of_inference.claims.rules import claim_inputs  # noqa: E402
 
 
 rule claims:

@@ -37,6 +37,7 @@
 # - input functions and other helpers live here (or in the package), never in a file with
 #   rules ("Mixed rules and functions" lint; it also fires on a comment line with the word
 #   rule, a space and later a colon).
+from stages_of_inference.claims.rules import claim_inputs  # noqa: E402
 from stages_of_inference.core.digest import code_digest  # noqa: E402
 from stages_of_inference.core.models import STUDIES, ModelSpec, job_gpus, model_shape  # noqa: E402
 from stages_of_inference.core.plotting import model_styles  # noqa: E402
