@@ -171,11 +171,12 @@ DOCUMENTS = ("README.md", "docs/*.md", "config/README.md")
 def fenced_commands(text: str) -> list[str]:
     """The snakemake command lines of a Markdown text's ```bash / ```sh code blocks (code,
     not prose): a line `snakemake ...` or `.venv/bin/snakemake ...`, backslash
-    continuations joined, a trailing `# comment` dropped, spaces collapsed."""
+    continuations joined, a trailing `# comment` and a pipe after it dropped, spaces
+    collapsed."""
     commands = []
     for block in re.findall(r"^```(?:bash|sh|shell|console)\n(.*?)^```", text, flags=re.M | re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            cmd = " ".join(re.sub(r"\s+#.*$", "", line).split())
+            cmd = " ".join(re.sub(r"\s+#.*$", "", line).split(" | ")[0].split())
             if cmd.startswith((".venv/bin/snakemake ", "snakemake ")):
                 commands.append(cmd)
     return commands
@@ -197,9 +198,9 @@ def documented_commands():
 
 def test_fenced_commands_reads_code_blocks_only():
     text = ("Run `snakemake all` (prose).\n\n```bash\n.venv/bin/snakemake figures/fig3.pdf --cores 2  # one\n"
-            "make run\nsnakemake all --configfile a.yaml \\\n    b.yaml\n```\n\n```yaml\nsnakemake: x\n```\n")
+            "make run\nsnakemake all --configfile a.yaml \\\n    b.yaml\nsnakemake all --dag | dot -Tpdf > d.pdf\n```\n\n```yaml\nsnakemake: x\n```\n")
     assert fenced_commands(text) == [".venv/bin/snakemake figures/fig3.pdf --cores 2",
-                                     "snakemake all --configfile a.yaml b.yaml"]
+                                     "snakemake all --configfile a.yaml b.yaml", "snakemake all --dag"]
 
 
 def test_documented_command_lines_parse_and_plan():
