@@ -74,7 +74,7 @@ def all_inputs(project, *config) -> list[str]:
     table users open and every figure and table) under ``config``, as the workflow itself
     lists them in a dry run's job for `all`; no document is read."""
     out = snakemake(*config, "-n", "--forceall", "--cores", "1", "all", cwd=project).stdout
-    block = re.search(r"^localrule all:\n\s+input: (.+)$", out, flags=re.M)
+    block = re.search(r"^(?:local)?rule all:\n\s+input: (.+)$", out, flags=re.M)
     assert block, out[-3000:]
     return block.group(1).split(", ")
 
