@@ -69,29 +69,23 @@ def test_tiny_workflow_builds_figures(tiny_run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def readme_tables():
-    """The per-model tables the README tells users to open: `results/{model}/x.parquet`,
-    brace lists `results/{model}/a_{b,c}.parquet` and bare `x.parquet` beside them."""
-    names = set()
-    for ref in re.findall(r"`(?:results/\{model\}/)?([\w{},]+\.parquet)`", (REPO / "README.md").read_text()):
-        match = re.fullmatch(r"(\w*)\{([\w,]+)\}(\w*\.parquet)", ref)
-        names |= {f"{match[1]}{part}{match[3]}" for part in match[2].split(",")} if match else {ref}
-    return sorted(names)
+def all_inputs(project, *config) -> list[str]:
+    """The inputs of rule `all` (ALL_TARGETS of workflow/rules/common.smk: every per-model
+    table users open and every figure and table) under ``config``, as the workflow itself
+    lists them in a dry run's job for `all`; no document is read."""
+    out = snakemake(*config, "-n", "--forceall", "--cores", "1", "all", cwd=project).stdout
+    block = re.search(r"^(?:local)?rule all:\n\s+input: (.+)$", out, flags=re.M)
+    assert block, out[-3000:]
+    return block.group(1).split(", ")
 
 
-def readme_targets():
-    """The figures and tables of the README's target table (`figures/x.{md,csv}` -> both)."""
-    targets = []
-    for ref in re.findall(r"^\| `(figures/[^`]+)`", (REPO / "README.md").read_text(), flags=re.M):
-        match = re.fullmatch(r"(.+)\.\{(.+)\}", ref)
-        targets += [f"{match[1]}.{ext}" for ext in match[2].split(",")] if match else [ref]
-    return targets
-
-
-def test_all_rebuilds_the_tables_the_readme_points_to(tiny_run, tmp_path):
-    tables = readme_tables()
+def test_all_rebuilds_every_table_it_lists(tiny_run, tmp_path):
+    """Every per-model table of `all` (MODEL_TABLES) comes back when it is deleted."""
+    targets = all_inputs(tiny_run, "--configfile", "config/test.yaml")
+    tables = sorted({t.split("/", 2)[2] for t in targets if t.startswith("results/tiny-llama/")})
     assert {"interventions.parquet", "interventions_tokens.parquet", "layer_stats_tokens.parquet",
-            "subjoiner_scores.parquet", "ing_probes.parquet"} <= set(tables), tables
+            "subjoiner_scores.parquet", "ing_probes.parquet", "self_repair.parquet", "seqcont_circuits.parquet",
+            "concept_probes.parquet", "layer_edits.parquet", "cka.parquet"} <= set(tables), tables
     moved = []
     try:
         for model in ("tiny-llama", "tiny-gpt2"):
@@ -113,8 +107,10 @@ def test_report_holds_every_figure_and_table(tiny_run):
     html = (tiny_run / "report.html").read_text()
     # the report's results (embedded files), not file names elsewhere in the page
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, flags=re.S).group(1))
-    targets = [t for t in readme_targets() if not t.endswith(".md")]  # .md: the same table as .csv
-    assert {"figures/fig3.pdf", "figures/fig10.pdf", "figures/table_robustness.csv", "figures/table2.csv"} <= set(targets)
+    figures = [t for t in all_inputs(tiny_run, "--configfile", "config/test.yaml") if t.startswith("figures/")]
+    targets = [t for t in figures if not t.endswith(".md")]  # .md: the same table as its .csv
+    assert {"figures/fig3.pdf", "figures/fig10.pdf", "figures/table_robustness.csv", "figures/table2.csv",
+            "figures/self_repair.pdf", "figures/cka.pdf"} <= set(targets), targets
     missing = [t for t in targets if t not in results]
     assert not missing, missing
     assert all(results[t]["caption"].strip() for t in targets), "a figure or table without a caption"
@@ -169,19 +165,42 @@ def test_tiny_workflow_numbers_match_plain_transformers(tiny_run):
     assert row.rel_depth == pytest.approx(1 / 3)
 
 
+DOCUMENTS = ("README.md", "docs/*.md", "config/README.md")
+
+
+def fenced_commands(text: str) -> list[str]:
+    """The snakemake command lines of a Markdown text's ```bash / ```sh code blocks (code,
+    not prose): a line `snakemake ...` or `.venv/bin/snakemake ...`, backslash
+    continuations joined, a trailing `# comment` and a pipe after it dropped, spaces
+    collapsed."""
+    commands = []
+    for block in re.findall(r"^```(?:bash|sh|shell|console)\n(.*?)^```", text, flags=re.M | re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            cmd = " ".join(re.sub(r"\s+#.*$", "", line).split(" | ")[0].split())
+            if cmd.startswith((".venv/bin/snakemake ", "snakemake ")):
+                commands.append(cmd)
+    return commands
+
+
 def documented_commands():
-    """Every snakemake command line a user is told to type: the README's code blocks and
-    the Makefile's `run` recipe (argument order matters: --resources, --configfile and
+    """Every snakemake command line the documentation's code blocks tell a user to type,
+    and the Makefile's `run` recipe (argument order matters: --resources, --configfile and
     --config take several values and swallow a target placed after them)."""
     lines = []
-    for line in (REPO / "README.md").read_text().splitlines():
-        cmd = line.split("#")[0].split("|")[0].strip()
-        if cmd.startswith((".venv/bin/snakemake ", "snakemake ")) and not any(
-                flag in cmd for flag in ("--report", "--lint")):  # both tested below
-            lines.append(cmd)
+    for pattern in DOCUMENTS:
+        for path in sorted(REPO.glob(pattern)):
+            lines += [c for c in fenced_commands(path.read_text())
+                      if not any(flag in c for flag in ("--report", "--lint"))]  # both tested above
     recipe = (REPO / "Makefile").read_text().split("\nrun:")[1].splitlines()[1]
     lines.append(recipe.strip().replace("$(VENV)", ".venv").replace("$(CORES)", "2"))
-    return lines
+    return list(dict.fromkeys(lines))
+
+
+def test_fenced_commands_reads_code_blocks_only():
+    text = ("Run `snakemake all` (prose).\n\n```bash\n.venv/bin/snakemake figures/fig3.pdf --cores 2  # one\n"
+            "make run\nsnakemake all --configfile a.yaml \\\n    b.yaml\nsnakemake all --dag | dot -Tpdf > d.pdf\n```\n\n```yaml\nsnakemake: x\n```\n")
+    assert fenced_commands(text) == [".venv/bin/snakemake figures/fig3.pdf --cores 2",
+                                     "snakemake all --configfile a.yaml b.yaml", "snakemake all --dag"]
 
 
 def test_documented_command_lines_parse_and_plan():
