@@ -114,7 +114,8 @@ def test_report_holds_every_figure_and_table(tiny_run):
     # the report's results (embedded files), not file names elsewhere in the page
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, flags=re.S).group(1))
     targets = [t for t in readme_targets() if not t.endswith(".md")]  # .md: the same table as .csv
-    assert {"figures/fig3.pdf", "figures/fig10.pdf", "figures/table_robustness.csv", "figures/table2.csv"} <= set(targets)
+    expected = {"figures/fig3.pdf", "figures/fig10.pdf", "figures/table_robustness.csv", "figures/table2.csv"}
+    assert expected <= set(targets)
     missing = [t for t in targets if t not in results]
     assert not missing, missing
     assert all(results[t]["caption"].strip() for t in targets), "a figure or table without a caption"

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from stages_of_inference.casestudies.subjoiner import (SubjoinerSettings, analyse, build_prompts, head_scores,
-                                                      last_query_attention)
+from stages_of_inference.casestudies.subjoiner import (
+    SubjoinerSettings,
+    analyse,
+    build_prompts,
+    head_scores,
+    last_query_attention,
+)
 from stages_of_inference.casestudies.words import document_words, encode_with_offsets, scan_corpus
 
 TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home. "
@@ -137,10 +142,10 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
 
     The patterns are planted with plain forward hooks on the transformers attention modules
     (registered before the engine's, so the engine's ``attn.hook_pattern`` reads them)."""
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.corpus import embedded_documents
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     strings = [bpe_tokenizer.decode([i]) for i in range(len(bpe_tokenizer))]
@@ -210,9 +215,10 @@ def test_last_query_attention_matches_plain_transformers(arch, bpe_tokenizer):
     import copy
 
     import torch
-    from conftest import tiny_hf_model
 
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model(arch, bpe_tokenizer)
     engine = Engine(copy.deepcopy(hf), attn_implementation="eager")
@@ -232,10 +238,9 @@ def test_last_query_attention_matches_plain_transformers(arch, bpe_tokenizer):
 def test_last_query_attention_runs_no_unembedding(bpe_tokenizer):
     """Patterns need no logits: the pass stops after the last block (the unembedding and
     final norm never run)."""
-    import torch
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     engine = Engine(hf, attn_implementation="eager")
@@ -260,10 +265,11 @@ def test_last_query_attention_gemma3_sliding_window(bpe_tokenizer):
     import copy
 
     import torch
-    from conftest import tiny_hf_model
     from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("gemma3_text", bpe_tokenizer)
     config = hf.config

@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine, batched, block_order, hook_name
+
+from conftest import tiny_hf_model
 
 ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3_text")
 

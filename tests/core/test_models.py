@@ -41,8 +41,6 @@ def test_bad_specs_name_the_problem():
 
 
 def test_random_model_is_seeded_and_prepared(tmp_path):
-    import json
-
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -6,10 +6,11 @@ import random
 import pytest
 import torch
 
-from hand import deeper_model, edited_model, hand_logits
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.edits.plans import Plan, describe, edit_plans, layer_at, painters, repeats, windows
 from stages_of_inference.edits.settings import EditSettings
+
+from hand import deeper_model, edited_model, hand_logits
 
 ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3_text")
 

@@ -2,8 +2,13 @@
 import pytest
 
 from stages_of_inference.core.corpus import CorpusSettings, sample_sequences
+from stages_of_inference.core.models import (
+    EMBEDDED_SHAPE,
+    bridge_from_hf_model,
+    load_embedded_hf_model,
+    load_embedded_tokenizer,
+)
 from stages_of_inference.robustness.compute import run_sweep
-from stages_of_inference.core.models import EMBEDDED_SHAPE, bridge_from_hf_model, load_embedded_hf_model, load_embedded_tokenizer
 
 
 @pytest.fixture(scope="module")

