@@ -66,6 +66,6 @@ include: "workflow/rules/edits.smk"
 
 
 rule all:
+    default_target: True
     input:
         ALL_TARGETS,
-    default_target: True
