@@ -99,7 +99,7 @@ rule table2:
         expand("results/{model}/model_info.json", model=MODELS_OF["depth"]),
     output:
         csv=report("figures/table2.csv", caption="../report/table2.rst", category="Table 2: the models"),
-        md="figures/table2.md",
+        md=report("figures/table2.md", caption="../report/table2_md.rst", category="Table 2: the models"),
     log:
         "logs/table2.log",
     benchmark:

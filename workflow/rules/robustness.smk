@@ -80,7 +80,11 @@ rule table_robustness:
             caption="../report/table_robustness.rst",
             category="Table: accuracy retained",
         ),
-        md="figures/table_robustness.md",
+        md=report(
+            "figures/table_robustness.md",
+            caption="../report/table_robustness_md.rst",
+            category="Table: accuracy retained",
+        ),
     log:
         "logs/table_robustness.log",
     benchmark:
