@@ -7,6 +7,16 @@ import copy
 import pytest
 import torch
 
+# Tests that use these fixtures are slow (a real snakemake run of every target): marked
+# `slow` here, so `pytest -m "not slow"` (make test-fast) leaves them out.
+SLOW_FIXTURES = {"tiny_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def smol_tokenizer():

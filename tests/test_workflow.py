@@ -22,6 +22,7 @@ def snakemake(*args, cwd=REPO, check=True, timeout=1500):
     return proc
 
 
+@pytest.mark.slow  # snakemake -n
 def test_default_dry_run_plans_every_layer():
     out = snakemake("-n", "--forceall", "--cores", "2", "all").stdout  # whatever results/ holds
     # embedded SmolLM2: 30 layers -> drop 0..29 and swap 0..28, one job each (layers_per_job: 30)
@@ -30,6 +31,7 @@ def test_default_dry_run_plans_every_layer():
     assert "figures/fig3.pdf" in out
 
 
+@pytest.mark.slow  # snakemake -n
 def test_rulegraph_and_dag():
     dot = snakemake("--rulegraph", "--cores", "1", "all").stdout
     for rule in ("prepare_model", "corpus", "interventions_chunk", "interventions", "plot_fig3", "table_robustness"):
@@ -38,6 +40,7 @@ def test_rulegraph_and_dag():
     assert "interventions_chunk" in dag
 
 
+@pytest.mark.slow  # snakemake -n
 def test_slurm_profile_dry_run_one_job_per_layer():
     out = snakemake(
         "all", "-n", "--profile", "profiles/slurm",
@@ -47,6 +50,7 @@ def test_slurm_profile_dry_run_one_job_per_layer():
     assert "results/smollm2/interventions/swap/028-028.parquet" in out
 
 
+@pytest.mark.slow  # snakemake -n
 def test_bad_config_value_is_named():
     proc = snakemake("all", "-n", "--cores", "1", "--config", "runtime={device: tpu}", check=False)
     assert proc.returncode != 0
@@ -115,6 +119,7 @@ def test_report_holds_every_figure_and_table(tiny_run):
     assert "How the results are made" in html  # the front page, workflow/report/workflow.rst
 
 
+@pytest.mark.slow  # snakemake -n
 def test_lint_is_clean():
     proc = snakemake("--lint", check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -179,6 +184,7 @@ def documented_commands():
     return lines
 
 
+@pytest.mark.slow  # snakemake -n
 def test_documented_command_lines_parse_and_plan():
     commands = documented_commands()
     assert any("--resources gpu=1" in c for c in commands) and any("profiles/slurm" in c for c in commands)

@@ -18,6 +18,7 @@ def test_missing_hub_model_fails_fast_and_names_it(monkeypatch, tmp_path):
     assert "openai-community/gpt2-xl" in msg and "hf download" in msg and "HF_HUB_OFFLINE" in msg
 
 
+@pytest.mark.slow  # snakemake -n
 def test_missing_hub_model_in_dry_run_is_reported(tmp_path):
     import subprocess
     import sys

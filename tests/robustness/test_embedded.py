@@ -10,6 +10,8 @@ from stages_of_inference.core.models import (
 )
 from stages_of_inference.robustness.compute import run_sweep
 
+pytestmark = pytest.mark.slow  # loads the embedded SmolLM2
+
 
 @pytest.fixture(scope="module")
 def embedded():
