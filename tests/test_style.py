@@ -52,21 +52,29 @@ def test_rst_problems_are_found():
     assert rst_problems("a percentage of the absolute clean logit difference") == ""
 
 
-def test_report_captions_render_without_errors():
-    """Each caption as `snakemake --report` renders it: Jinja2 first (with the run's config),
-    then docutils."""
+def test_report_captions_render_without_errors(tmp_path, monkeypatch):
+    """Each caption as `snakemake --report` renders it: Jinja2 first (with the run's config
+    and the job's outputs: a table caption shows its CSV file), then docutils."""
     import jinja2
     import yaml
     from snakemake.utils import validate
 
+    monkeypatch.chdir(tmp_path)  # the run's directory: outputs are relative to it
+    (tmp_path / "table.csv").write_text("model,value\nsmollm2,1.5\n")
+
+    class Output:
+        def __getattr__(self, name):
+            return "table.csv"
+
     class Snakemake:
         config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+        output = Output()
 
     validate(Snakemake.config, str(REPO / "config/schema.yaml"))  # the schema's defaults, as the Snakefile
 
     captions = sorted((REPO / "workflow/report").glob("*.rst"))
     assert (REPO / "workflow/report/workflow.rst") in captions
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)  # as snakemake
     problems = {}
     for path in captions:
         text = env.from_string(path.read_text()).render(snakemake=Snakemake, categories={}, files=[])
