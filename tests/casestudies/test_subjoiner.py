@@ -134,6 +134,7 @@ def _continues(prev: str, cur: str) -> bool:
     return bool(cur) and cur[0].isalpha() and bool(prev) and prev[-1].isalpha()
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
     """On a random model, force head (2, 1) to attend from the last token to the earlier
     sub-tokens of its word (found here from token strings, independently of the package's

@@ -113,6 +113,7 @@ def test_online_message_does_not_claim_downloads_are_off(monkeypatch, tmp_path):
     assert "downloads are off" in str(_hub_unavailable(spec))
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_importing_the_package_changes_no_global_state():
     import subprocess
     import sys

@@ -478,6 +478,7 @@ def test_lens_chunks_and_blocks_agree(tiny, ids):
         torch.testing.assert_close(whole[col], chunked[col], rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_out_of_memory_halves_the_batch(tiny, ids, monkeypatch):
     """A CUDA out-of-memory error on a batch of more than one sequence is retried at half
     the size (core.engine.batched); the table is the same."""

@@ -106,6 +106,7 @@ SETTINGS = EditSettings(window_max=3, painters_starts=[0.0, 0.2], painters_loops
 
 
 @torch.no_grad()
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_every_plan_equals_a_hand_edited_model(deep, ids):
     hf, arch = deep
     engine = Engine(hf)

@@ -305,6 +305,7 @@ def test_planted_backup_head_repairs_and_no_backup_does_not(bpe_tokenizer):
     assert with_backup["self_repair"] - with_backup["sr_norm"] > 0.5 * with_backup["de"]
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_last_layer_has_only_final_norm_repair(bpe_tokenizer):
     """Heads of the last layer have no later attention layer. With a parallel block
     (GPT-NeoX) the last MLP does not see them either: self-repair is the final norm's

@@ -382,6 +382,7 @@ def test_constant_component_ablation_changes_nothing(tiny_llama):
     assert (live["logit_diff"] - clean).abs().max() > 1e-3  # the test can fail
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_ablation_matches_plain_forward(tiny_llama):
     """component_effects == a plain transformers forward with a pre-hook on o_proj /
     a forward hook on the MLP, means from an independent hooked pass."""
@@ -421,6 +422,7 @@ def test_ablation_matches_plain_forward(tiny_llama):
         float(logit_diff(last, batch.answer, batch.incorrect).mean()), abs=1e-4)
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_grouped_search_equals_separate_searches(planted):
     """Tasks of one prompt length share forward passes; each gets exactly its own result."""
     from stages_of_inference.seqcont.compute import find_circuits
@@ -482,6 +484,7 @@ def test_component_study_is_the_per_task_loop(planted, bpe_tokenizer):
     assert successor.drop(columns="model").reset_index(drop=True).equals(want[successor.columns[1:]])
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_circuit_study_groups_by_length_and_equals_separate_searches(planted):
     """Tasks of one prompt length are searched together, others apart; every task's
     circuit, for every order, is exactly its own search's."""
