@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
-# Marked `slow` here, so that `pytest -m "not slow"` (make test-fast) leaves them out:
+# Marked `slow` here, so that `pytest -m "not slow"` (make test-fast) leaves them out: the
 # tests that use these fixtures (a real snakemake run of every target; the embedded
-# SmolLM2's tokenizer, converted from its GGUF), and the cases of a
-# test parametrized over the tiny architectures other than Llama (SmolLM2's): the fast
-# loop checks each behaviour on one architecture, `make test` on all four (tests written
-# for Gemma 3 alone stay in the fast loop).
+# SmolLM2's tokenizer, converted from its GGUF), and the cases of a test parametrized over
+# the tiny architectures other than Llama (SmolLM2's): the fast loop checks each behaviour
+# on one architecture, `make test` on all four (tests written for Gemma 3 alone stay in the
+# fast loop). Other slow tests carry @pytest.mark.slow themselves.
 SLOW_FIXTURES = {"tiny_run", "smol_tokenizer"}
 SLOW_ARCHS = {"gpt2", "gpt_neox", "gemma3_text"}
 
