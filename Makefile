@@ -4,7 +4,7 @@ PY    := $(VENV)/bin/python
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test dryrun clean
+.PHONY: install run test test-fast lint dryrun clean
 
 install: $(STAMP)
 
@@ -28,6 +28,17 @@ dryrun: install
 
 test: install
 	$(VENV)/bin/pytest -q
+
+# The developers' loop (under two minutes on 2 cores): every test but those marked slow
+# (snakemake runs and dry runs, the embedded models, SLURM). `make test` runs them all.
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+# The linters tests/test_style.py runs, with their own output.
+lint: install
+	$(VENV)/bin/ruff check src workflow tests
+	$(VENV)/bin/snakefmt --check Snakefile workflow/
+	$(VENV)/bin/snakemake --lint
 
 clean:
 	rm -rf results figures logs .snakemake

@@ -30,6 +30,10 @@ from stages_of_inference.core.checks import config_check  # noqa: E402
 configfile: "config/config.yaml"
 
 
+# `snakemake --report report.html`: this page first, then every figure and table
+report: "workflow/report/workflow.rst"
+
+
 # Config files: an overlay without `models:` (config/cluster.yaml) extends
 # config/config.yaml key by key; a file with `models:` (config/test.yaml, paper.yaml) is
 # a whole configuration and replaces it, as --replace-workflow-config would.
@@ -67,6 +71,6 @@ include: "workflow/rules/claims.smk"
 
 
 rule all:
+    default_target: True
     input:
         ALL_TARGETS,
-    default_target: True

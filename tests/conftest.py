@@ -3,8 +3,26 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import copy
+
 import pytest
 import torch
+
+# Marked `slow` here, so that `pytest -m "not slow"` (make test-fast) leaves them out: the
+# tests that use these fixtures (a real snakemake run of every target; the embedded
+# SmolLM2's tokenizer, converted from its GGUF), and the cases of a test parametrized over
+# the tiny architectures other than Llama (SmolLM2's): the fast loop checks each behaviour
+# on one architecture, `make test` on all four (tests written for Gemma 3 alone stay in the
+# fast loop). Other slow tests carry @pytest.mark.slow themselves.
+SLOW_FIXTURES = {"tiny_run", "smol_tokenizer"}
+SLOW_ARCHS = {"gpt2", "gpt_neox", "gemma3_text"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or any(isinstance(v, str) and v in SLOW_ARCHS for v in params.values())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ def planned_models(out):
 
 # -- item 1: whole config files replace config/config.yaml, overlays extend it ------------
 
+@pytest.mark.slow  # snakemake -n
 def test_tiny_config_from_the_repository_root_runs_only_its_models():
     proc = dry_run("all", "--configfile", "config/test.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,6 +37,7 @@ def test_tiny_config_from_the_repository_root_runs_only_its_models():
     assert "smollm2" not in out  # (was: 87 jobs instead of 48)
 
 
+@pytest.mark.slow  # snakemake -n
 def test_an_overlay_extends_the_default_config():
     out = dry_run("all", "--configfile", "config/cluster.yaml")  # no models: an overlay
     assert out.returncode == 0, out.stderr[-3000:]
@@ -55,6 +57,7 @@ def test_whole_config_detection(tmp_path):
 
 # -- item 2: corpus.seq_len longer than a model's positions -------------------------------
 
+@pytest.mark.slow  # snakemake -n
 def test_seq_len_beyond_a_models_positions_fails_at_dag_build(tmp_path):
     cfg = tmp_path / "long.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -69,6 +72,7 @@ def test_seq_len_beyond_a_models_positions_fails_at_dag_build(tmp_path):
     assert "rule " not in proc.stdout  # nothing planned
 
 
+@pytest.mark.slow  # snakemake -n
 def test_a_study_subset_larger_than_the_corpus_is_said_at_dag_build(tmp_path):
     overlay = tmp_path / "more.yaml"  # the default corpus has 8 sequences
     overlay.write_text(yaml.safe_dump({"self_repair": {"n_sequences": 9}}))
@@ -104,6 +108,7 @@ def test_max_positions_from_the_model_config():
     ("", "is empty (no text)"),
     ("\n   \n\n", "is empty (no text)"),
 ])
+@pytest.mark.slow  # snakemake -n
 def test_missing_or_empty_corpus_fails_at_dag_build(tmp_path, content, message):
     corpus = tmp_path / "corpus.txt"
     if content is not None:
@@ -131,6 +136,7 @@ def test_corpus_file_checks(tmp_path):
 
 # -- item 4: a misspelled key -----------------------------------------------------------
 
+@pytest.mark.slow  # snakemake -n
 def test_misspelled_top_level_key_is_one_line():
     proc = dry_run("all", "--config", "corpsu={seq_len: 64}")
     assert proc.returncode != 0

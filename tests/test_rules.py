@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_snakemake
 from stages_of_inference.core.digest import code_digest, modules_of_script
+
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "workflow/scripts"

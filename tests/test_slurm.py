@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / ".ci" / "slurm-cluster.sh"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # One tiny model of 2 layers and one intervention kind: prepare_model, tokenize, one
 # intervene job (gpu partition, gpu: 1), aggregate, fig3 -> 5 SLURM jobs.

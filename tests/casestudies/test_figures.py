@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages_of_inference.casestudies.figures import draw_fig10, draw_fig9, layer_profile, plot_fig10, plot_fig9
+from stages_of_inference.casestudies.figures import draw_fig9, draw_fig10, layer_profile, plot_fig9, plot_fig10
 from stages_of_inference.casestudies.ing import PROBE_COLUMNS, VOCAB_COLUMNS
 from stages_of_inference.casestudies.subjoiner import EXAMPLE_COLUMNS, SCORE_COLUMNS, score_table
 from stages_of_inference.core.plotting import model_styles
@@ -72,7 +72,8 @@ def test_fig9_styles_and_shared_scale(styles, tmp_path):
         for model in SHAPES:
             st = styles[model]
             line = lines[st["label"]]
-            assert _same_colour(line.get_color(), st["color"]) and line.get_linestyle() == {"-": "-", "--": "--"}[st["ls"]]
+            assert _same_colour(line.get_color(), st["color"])
+            assert line.get_linestyle() == {"-": "-", "--": "--"}[st["ls"]]
             # relative depth: every model spans 0..1
             assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == pytest.approx(1)
         assert lines["noise (random weights)"].get_linestyle() == "--"

@@ -4,11 +4,24 @@ import pandas as pd
 import pytest
 import torch
 
-from stages_of_inference.casestudies.ing import (ACTIVATION_COLUMNS, NEURON_COLUMNS, PREDICTION_COLUMNS,
-                                                PROBE_COLUMNS, VOCAB_COLUMNS, IngSettings, build_prompts,
-                                                collect_activations, fit_probes, ing_mask, ing_neuron_table,
-                                                is_ing_string, neuron_tables, probe_table, prompt_activations,
-                                                select_neurons)
+from stages_of_inference.casestudies.ing import (
+    ACTIVATION_COLUMNS,
+    NEURON_COLUMNS,
+    PREDICTION_COLUMNS,
+    PROBE_COLUMNS,
+    VOCAB_COLUMNS,
+    IngSettings,
+    build_prompts,
+    collect_activations,
+    fit_probes,
+    ing_mask,
+    ing_neuron_table,
+    is_ing_string,
+    neuron_tables,
+    probe_table,
+    prompt_activations,
+    select_neurons,
+)
 
 TEXT = ("we were running home and the dog kept barking at the cat while it was sleeping "
         "on the warm mat near the door, then the wind started blowing over the hill and "
@@ -168,9 +181,9 @@ def test_activations_match_plain_transformers(attn, arch, bpe_tokenizer):
     GELU-gated MLP between sandwich norms."""
     import copy
 
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model(arch, bpe_tokenizer)
     engine = Engine(copy.deepcopy(hf), attn_implementation=attn)
@@ -191,9 +204,9 @@ def test_activations_match_plain_transformers(attn, arch, bpe_tokenizer):
 def test_activations_unembed_the_last_position_only(bpe_tokenizer):
     """The model's prediction needs logits at the last position only: the unembedding runs
     on one position per prompt."""
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     engine = Engine(hf, attn_implementation="eager")
@@ -221,9 +234,9 @@ def test_prompt_activations_tables(bpe_tokenizer):
     prompt-major with the selected neurons in ``order``, equal to the reference forward."""
     import copy
 
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     engine = Engine(copy.deepcopy(hf))
@@ -278,10 +291,10 @@ def test_neuron_tables_from_the_engine(bpe_tokenizer):
     """ing separation of every neuron from the engine's folded weights equals a hand
     computation on the transformers weights; the vocabulary table holds the top neurons'
     cosines over the real tokens; the neurons rule's moments give the types."""
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
     from stages_of_inference.core.neurons import classify, moments
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     w_out, w_u = _folded_by_hand(hf)
@@ -326,9 +339,9 @@ class _NoIngTokenizer:
 
 
 def test_neuron_tables_without_ing_tokens_are_empty(bpe_tokenizer):
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     table, vocab = neuron_tables(Engine(hf), _NoIngTokenizer(len(bpe_tokenizer)), None, IngSettings(), "m")

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from stages_of_inference.casestudies.subjoiner import (SubjoinerSettings, analyse, build_prompts, head_scores,
-                                                      last_query_attention)
+from stages_of_inference.casestudies.subjoiner import (
+    SubjoinerSettings,
+    analyse,
+    build_prompts,
+    head_scores,
+    last_query_attention,
+)
 from stages_of_inference.casestudies.words import document_words, encode_with_offsets, scan_corpus
 
 TEXT = ("The dogs were jumping over the unbelievably lazy dog, then running home. "
@@ -129,6 +134,7 @@ def _continues(prev: str, cur: str) -> bool:
     return bool(cur) and cur[0].isalpha() and bool(prev) and prev[-1].isalpha()
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
     """On a random model, force head (2, 1) to attend from the last token to the earlier
     sub-tokens of its word (found here from token strings, independently of the package's
@@ -137,10 +143,10 @@ def test_planted_subjoiner_head_ranks_first(bpe_tokenizer):
 
     The patterns are planted with plain forward hooks on the transformers attention modules
     (registered before the engine's, so the engine's ``attn.hook_pattern`` reads them)."""
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.corpus import embedded_documents
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     strings = [bpe_tokenizer.decode([i]) for i in range(len(bpe_tokenizer))]
@@ -210,9 +216,10 @@ def test_last_query_attention_matches_plain_transformers(arch, bpe_tokenizer):
     import copy
 
     import torch
-    from conftest import tiny_hf_model
 
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model(arch, bpe_tokenizer)
     engine = Engine(copy.deepcopy(hf), attn_implementation="eager")
@@ -232,10 +239,9 @@ def test_last_query_attention_matches_plain_transformers(arch, bpe_tokenizer):
 def test_last_query_attention_runs_no_unembedding(bpe_tokenizer):
     """Patterns need no logits: the pass stops after the last block (the unembedding and
     final norm never run)."""
-    import torch
-    from conftest import tiny_hf_model
-
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("llama", bpe_tokenizer)
     engine = Engine(hf, attn_implementation="eager")
@@ -260,10 +266,11 @@ def test_last_query_attention_gemma3_sliding_window(bpe_tokenizer):
     import copy
 
     import torch
-    from conftest import tiny_hf_model
     from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
     from stages_of_inference.core.engine import Engine
+
+    from conftest import tiny_hf_model
 
     hf = tiny_hf_model("gemma3_text", bpe_tokenizer)
     config = hf.config

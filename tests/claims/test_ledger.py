@@ -7,8 +7,19 @@ import pandas as pd
 import pytest
 
 from stages_of_inference.claims import ledger, rules
-from stages_of_inference.claims.ledger import (COLUMNS, FAILS, HOLDS, INCONCLUSIVE, VERDICTS, Finding, above,
-                                               bootstrap_ci, build_ledger, claim, load_claims)
+from stages_of_inference.claims.ledger import (
+    COLUMNS,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    VERDICTS,
+    Finding,
+    above,
+    bootstrap_ci,
+    build_ledger,
+    claim,
+    load_claims,
+)
 
 
 @pytest.fixture()

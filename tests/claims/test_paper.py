@@ -26,8 +26,8 @@ def intervention_tokens(n_layers=10, n_docs=12, n_pos=40, kl=None, keep=None, se
     """Per-token drop and swap rows: ``kl[kind](layer)`` the mean KL (exponential noise),
     ``keep[kind](layer)`` the chance a correct baseline prediction stays correct."""
     rng = np.random.default_rng(seed)
-    kl = kl or {"drop": lambda l: 1.0, "swap": lambda l: 0.5}
-    keep = keep or {"drop": lambda l: 0.85, "swap": lambda l: 0.9}
+    kl = kl or {"drop": lambda layer: 1.0, "swap": lambda layer: 0.5}
+    keep = keep or {"drop": lambda layer: 0.85, "swap": lambda layer: 0.9}
     base = rng.random((n_docs, n_pos)) < 0.5
     rows = []
     for kind in ("drop", "swap"):
@@ -71,14 +71,14 @@ def test_retained_accuracy_band(kind):
     want = hand_retained(tables["interventions_tokens.parquet"], kind, 10)
     assert f.value == pytest.approx(want, rel=1e-6)
     assert f.verdict == HOLDS and 0.72 <= f.lo < f.value < f.hi <= 0.95, f
-    low = robustness_tables(keep={"drop": lambda l: 0.5, "swap": lambda l: 0.5})
+    low = robustness_tables(keep={"drop": lambda layer: 0.5, "swap": lambda layer: 0.5})
     assert evaluate(f"retained_accuracy_{kind}", low).verdict == FAILS
     # the first and last layer are left out, as in table_robustness: ruining them changes nothing
     ruined = (0, 9) if kind == "drop" else (0, 8)  # swap 8 touches block 9
-    edges = robustness_tables(keep={k: (lambda l: 0.0 if l in ruined else 0.85) for k in ("drop", "swap")})
+    edges = robustness_tables(keep={k: (lambda layer: 0.0 if layer in ruined else 0.85) for k in ("drop", "swap")})
     assert evaluate(f"retained_accuracy_{kind}", edges).verdict == HOLDS
     # near the band's edge the interval straddles it
-    edge = robustness_tables(keep={k: (lambda l: 0.95) for k in ("drop", "swap")}, n_docs=6)
+    edge = robustness_tables(keep={k: (lambda layer: 0.95) for k in ("drop", "swap")}, n_docs=6)
     assert evaluate(f"retained_accuracy_{kind}", edge).verdict == INCONCLUSIVE
 
 
@@ -91,7 +91,8 @@ def test_retained_accuracy_of_a_model_that_predicts_nothing():
 
 def test_edges_degrade_most():
     def kl(edge_first, edge_last):
-        return {"drop": lambda l: edge_first if l == 0 else edge_last if l == 9 else 0.2, "swap": lambda l: 0.1}
+        return {"drop": lambda layer: edge_first if layer == 0 else edge_last if layer == 9 else 0.2,
+                "swap": lambda layer: 0.1}
 
     tables = robustness_tables(kl=kl(3.0, 2.0))
     f = evaluate("edges_degrade_most", tables)
@@ -105,13 +106,13 @@ def test_edges_degrade_most():
 
 
 def test_swaps_gentler_than_drops():
-    tables = robustness_tables(kl={"drop": lambda l: 1.0 + l, "swap": lambda l: 0.4 * (1.0 + l)})
+    tables = robustness_tables(kl={"drop": lambda layer: 1.0 + layer, "swap": lambda layer: 0.4 * (1.0 + layer)})
     f = evaluate("swaps_gentler_than_drops", tables)
     t = tables["interventions_tokens.parquet"]
     m = t.groupby(["kind", "layer"], observed=True)["kl"].mean()
-    want = np.mean([m["swap"][l] < m["drop"][l] for l in range(9)])
+    want = np.mean([m["swap"][layer] < m["drop"][layer] for layer in range(9)])
     assert f.value == pytest.approx(want) and f.verdict == HOLDS
-    harsh = robustness_tables(kl={"drop": lambda l: 1.0, "swap": lambda l: 3.0})
+    harsh = robustness_tables(kl={"drop": lambda layer: 1.0, "swap": lambda layer: 3.0})
     assert evaluate("swaps_gentler_than_drops", harsh).verdict == FAILS
 
 
@@ -168,7 +169,7 @@ def layer_tokens(n_layers=12, n_docs=10, n_pos=20, seed=0, **columns):
 
 
 def test_prev5_attention_early_uses_the_authors_convention():
-    tables = layer_tokens(prev5_attn_authors=lambda l: 0.5 if l < 4 else 0.1, prev5_attn=lambda l: 0.2)
+    tables = layer_tokens(prev5_attn_authors=lambda layer: 0.5 if layer < 4 else 0.1, prev5_attn=lambda layer: 0.2)
     f = evaluate("prev5_attention_early", tables)
     t = tables["layer_stats_tokens.parquet"]
     t = t[t["layer"] >= 0]
@@ -178,41 +179,41 @@ def test_prev5_attention_early_uses_the_authors_convention():
     early = doc.index.to_numpy() / 11 < 1 / 3  # layers 0..3 of 12
     assert f.value == pytest.approx(doc[early].mean() - doc[~early].mean(), rel=1e-5)
     assert f.verdict == HOLDS
-    late = layer_tokens(prev5_attn_authors=lambda l: 0.1 if l < 4 else 0.5, prev5_attn=lambda l: 0.2)
+    late = layer_tokens(prev5_attn_authors=lambda layer: 0.1 if layer < 4 else 0.5, prev5_attn=lambda layer: 0.2)
     assert evaluate("prev5_attention_early", late).verdict == FAILS
     # an older run without the authors' column: the pooled definition, said in the detail
-    old = layer_tokens(prev5_attn=lambda l: 0.5 if l < 4 else 0.1)
+    old = layer_tokens(prev5_attn=lambda layer: 0.5 if layer < 4 else 0.1)
     f = evaluate("prev5_attention_early", old)
     assert f.verdict == HOLDS and "pooled" in f.detail
 
 
 def test_attn_mlp_ratio_falls():
-    tables = layer_tokens(attn_norm=lambda l: 10.0 / (2 + l), mlp_norm=lambda l: 5.0 + l)
+    tables = layer_tokens(attn_norm=lambda layer: 10.0 / (2 + layer), mlp_norm=lambda layer: 5.0 + layer)
     f = evaluate("attn_mlp_ratio_falls", tables)
     t = tables["layer_stats_tokens.parquet"]
     t = t[t["layer"] >= 0]
     g = t.groupby("layer")
     want = spearmanr(g.size().index, g["attn_norm"].mean() / g["mlp_norm"].mean()).statistic
     assert f.value == pytest.approx(want) and f.verdict == HOLDS
-    rising = layer_tokens(attn_norm=lambda l: 1.0 + l, mlp_norm=lambda l: 5.0)
+    rising = layer_tokens(attn_norm=lambda layer: 1.0 + layer, mlp_norm=lambda layer: 5.0)
     assert evaluate("attn_mlp_ratio_falls", rising).verdict == FAILS
 
 
 def test_lens_kl_falls_in_the_second_half():
-    tables = layer_tokens(lens_kl=lambda l: 5.0 if l < 6 else 12.0 - l)  # flat, then falling
+    tables = layer_tokens(lens_kl=lambda layer: 5.0 if layer < 6 else 12.0 - layer)  # flat, then falling
     f = evaluate("lens_kl_falls_second_half", tables)
     t = tables["layer_stats_tokens.parquet"]
     m = t[(t["layer"] >= 6) & (t["layer"] < 11)].groupby("layer")["lens_kl"].mean()  # 12 layers: 6..10
     assert f.value == pytest.approx(spearmanr(m.index, m.to_numpy()).statistic)
     assert f.verdict == HOLDS
-    rising = layer_tokens(lens_kl=lambda l: 5.0 if l < 6 else 1.0 + l)
+    rising = layer_tokens(lens_kl=lambda layer: 5.0 if layer < 6 else 1.0 + layer)
     assert evaluate("lens_kl_falls_second_half", rising).verdict == FAILS
 
 
 @pytest.mark.parametrize("column, claim_id", [("lens_entropy", "lens_entropy_falls"),
                                               ("lens_entropy_authors", "lens_entropy_falls_authors")])
 def test_entropy_falls_per_lens(column, claim_id):
-    falling = layer_tokens(**{column: lambda l: 15.0 - l})
+    falling = layer_tokens(**{column: lambda layer: 15.0 - layer})
     f = evaluate(claim_id, falling)
     t = falling["layer_stats_tokens.parquet"]
     m = t.groupby(["layer", "seq"])[column].mean().groupby("layer").mean()  # every point: embedding too
@@ -220,10 +221,10 @@ def test_entropy_falls_per_lens(column, claim_id):
     assert f.verdict == HOLDS
     # each lens reads its own column: the other lens' falling entropy decides nothing
     other = "lens_entropy" if column == "lens_entropy_authors" else "lens_entropy_authors"
-    flat_here = layer_tokens(**{column: lambda l: 2.0 + (l == 11) * 2, other: lambda l: 15.0 - l})
+    flat_here = layer_tokens(**{column: lambda layer: 2.0 + (layer == 11) * 2, other: lambda layer: 15.0 - layer})
     assert evaluate(claim_id, flat_here).verdict != HOLDS
-    assert evaluate(claim_id, layer_tokens(**{column: lambda l: 1.0 + 0.3 * l})).verdict == FAILS
-    f = evaluate(claim_id, layer_tokens(**{other: lambda l: 1.0}))
+    assert evaluate(claim_id, layer_tokens(**{column: lambda layer: 1.0 + 0.3 * layer})).verdict == FAILS
+    f = evaluate(claim_id, layer_tokens(**{other: lambda layer: 1.0}))
     assert f.verdict == INCONCLUSIVE and "no column" in f.detail
 
 
@@ -258,9 +259,9 @@ def test_suppression_outnumber_prediction_in_the_last_layers():
 
 def subjoiner_table(scores, n_layers=12, n_heads=2, se=0.02):
     """``scores[(layer, head)]``; every other head scores 0."""
-    rows = [{"model": "m", "layer": l, "head": h, "n_layers": n_layers, "n_heads": n_heads,
-             "rel_depth": l / (n_layers - 1), "score": scores.get((l, h), 0.0), "score_se": se}
-            for l in range(n_layers) for h in range(n_heads)]
+    rows = [{"model": "m", "layer": layer, "head": h, "n_layers": n_layers, "n_heads": n_heads,
+             "rel_depth": layer / (n_layers - 1), "score": scores.get((layer, h), 0.0), "score_se": se}
+            for layer in range(n_layers) for h in range(n_heads)]
     df = pd.DataFrame(rows)
     df["rank"] = df["score"].rank(ascending=False, method="first").astype(int)
     return {"subjoiner_scores.parquet": df}
@@ -299,7 +300,7 @@ def test_ing_ensembles_beat_single_neurons():
 
 
 def cka_table(adjacent, n_layers=10):
-    """``adjacent(l)``: CKA of (l, l+1); other pairs 0.5."""
+    """``adjacent(layer)``: CKA of (layer, layer+1); other pairs 0.5."""
     rows = [{"model": "m", "layer_a": a, "layer_b": b, "n_layers": n_layers,
              "cka": 1.0 if a == b else adjacent(min(a, b)) if abs(a - b) == 1 else 0.5}
             for a in range(n_layers) for b in range(n_layers)]
@@ -308,10 +309,10 @@ def cka_table(adjacent, n_layers=10):
 
 def test_cka_middle_block():
     # 10 layers: edge tenth = layer 0 and layer 9, so pairs (0,1) and (8,9) are the edges
-    f = evaluate("cka_middle_block", cka_table(lambda l: 0.8 if l in (0, 8) else 0.95 + 0.001 * l))
-    middle = np.mean([0.95 + 0.001 * l for l in range(1, 8)])
+    f = evaluate("cka_middle_block", cka_table(lambda layer: 0.8 if layer in (0, 8) else 0.95 + 0.001 * layer))
+    middle = np.mean([0.95 + 0.001 * layer for layer in range(1, 8)])
     assert f.value == pytest.approx(middle - 0.8) and f.verdict == HOLDS
-    assert evaluate("cka_middle_block", cka_table(lambda l: 0.99 if l in (0, 8) else 0.9)).verdict == FAILS
+    assert evaluate("cka_middle_block", cka_table(lambda layer: 0.99 if layer in (0, 8) else 0.9)).verdict == FAILS
 
 
 def spearman_table(rhos, ps):
@@ -336,7 +337,7 @@ def test_predictors_pick_harmless_drops():
 
 
 def test_per_document_sums_give_the_tables_aggregations():
-    tables = layer_tokens(n_docs=4, lens_entropy_authors=lambda l: 3.0 + l, prev5_attn=lambda l: 0.2)
+    tables = layer_tokens(n_docs=4, lens_entropy_authors=lambda layer: 3.0 + layer, prev5_attn=lambda layer: 0.2)
     t = tables["layer_stats_tokens.parquet"]
     t.loc[t.index[::7], "lens_entropy_authors"] = np.nan  # the last position is NaN in the real table
     layers, s, n = paper.per_document(t, "lens_entropy_authors", by_document=True)

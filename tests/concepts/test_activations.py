@@ -2,11 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_hf_model
-from stages_of_inference.core.engine import Engine
 from stages_of_inference.concepts.compute import (
-    corpus_residuals, sae_patterns, sentence_ids, stimulus_patterns, window_means)
+    corpus_residuals,
+    sae_patterns,
+    sentence_ids,
+    stimulus_patterns,
+    window_means,
+)
 from stages_of_inference.concepts.sae import SAEConfig, SparseAutoencoder
+from stages_of_inference.core.engine import Engine
+
+from conftest import tiny_hf_model
 
 SENTENCES = ["The team won the final.", "A storm hit the small boat far from land at night.", "Hi.",
              "She failed the exam again and went home in silence after a long day."]

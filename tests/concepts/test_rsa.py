@@ -2,7 +2,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pandas as pd
 import torch
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import ttest_ind

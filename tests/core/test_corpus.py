@@ -41,7 +41,8 @@ def test_local_txt_and_jsonl(tmp_path, bpe_tokenizer):
     jl.write_text(json.dumps({"body": "alpha beta " * 50}) + "\n" + json.dumps({"body": "gamma"}) + "\n")
     docs = list(iter_documents(CorpusSettings(source=str(jl), text_field="body")))
     assert docs[1] == "gamma"
-    tokens, _ = sample_sequences(CorpusSettings(source=str(jl), text_field="body", n_sequences=2, seq_len=8), bpe_tokenizer)
+    settings = CorpusSettings(source=str(jl), text_field="body", n_sequences=2, seq_len=8)
+    tokens, _ = sample_sequences(settings, bpe_tokenizer)
     assert tokens.shape == (2, 8)
     with pytest.raises(KeyError, match="corpus.text_field"):
         list(iter_documents(CorpusSettings(source=str(jl))))

@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine, batched, block_order, hook_name
+
+from conftest import tiny_hf_model
 
 ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3_text")
 
@@ -125,6 +126,7 @@ def test_attention_pattern_needs_and_matches_eager(model, ids):
 
 
 @pytest.mark.parametrize("kind", ["drop", "swap"])
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_every_edit_keeps_each_blocks_own_attention_type(model, ids, kind):
     """drop and swap at every layer == a hand-edited layer list whose blocks keep their own
     types. On Gemma a swap of a sliding and a full block (L = 0, 1, 2) is where a naive edit,

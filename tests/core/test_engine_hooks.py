@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine, parse_hook_name
+
+from conftest import tiny_hf_model
 
 ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3_text")
 

@@ -18,6 +18,7 @@ def test_missing_hub_model_fails_fast_and_names_it(monkeypatch, tmp_path):
     assert "openai-community/gpt2-xl" in msg and "hf download" in msg and "HF_HUB_OFFLINE" in msg
 
 
+@pytest.mark.slow  # snakemake -n
 def test_missing_hub_model_in_dry_run_is_reported(tmp_path):
     import subprocess
     import sys
@@ -41,8 +42,6 @@ def test_bad_specs_name_the_problem():
 
 
 def test_random_model_is_seeded_and_prepared(tmp_path):
-    import json
-
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -114,6 +113,7 @@ def test_online_message_does_not_claim_downloads_are_off(monkeypatch, tmp_path):
     assert "downloads are off" in str(_hub_unavailable(spec))
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_importing_the_package_changes_no_global_state():
     import subprocess
     import sys

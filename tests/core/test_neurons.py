@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core import neurons
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.core.models import bridge_from_hf_model
+
+from conftest import tiny_hf_model
 
 ARCHS = ("llama", "gpt2", "gpt_neox")
 
@@ -17,11 +18,11 @@ def parts(hf, arch):
     """(final norm, W_out [L, d_mlp, d_model] as a view of the raw weights, LayerNorm?)."""
     if arch == "gpt2":
         layers = hf.transformer.h
-        return hf.transformer.ln_f, [l.mlp.c_proj.weight for l in layers], True
+        return hf.transformer.ln_f, [block.mlp.c_proj.weight for block in layers], True
     if arch == "gpt_neox":
         layers = hf.gpt_neox.layers
-        return hf.gpt_neox.final_layer_norm, [l.mlp.dense_4h_to_h.weight.T for l in layers], True
-    return hf.model.norm, [l.mlp.down_proj.weight.T for l in hf.model.layers], False
+        return hf.gpt_neox.final_layer_norm, [block.mlp.dense_4h_to_h.weight.T for block in layers], True
+    return hf.model.norm, [block.mlp.down_proj.weight.T for block in hf.model.layers], False
 
 
 def decoder_layers(hf, arch):

@@ -1,10 +1,10 @@
 """A config section as an object: keys, defaults and allowed values come from
 config/schema.yaml alone (core.settings.Settings); Python restates none of them."""
 import inspect
+from pathlib import Path
 
 import pytest
 import yaml
-from pathlib import Path
 
 from stages_of_inference.casestudies.ing import IngSettings
 from stages_of_inference.casestudies.subjoiner import SubjoinerSettings

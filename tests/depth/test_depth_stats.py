@@ -10,7 +10,6 @@ import pytest
 import scipy.special
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine, parse_hook_name
 from stages_of_inference.depth.compute import (
     DOCUMENT_COLUMNS,
@@ -28,6 +27,8 @@ from stages_of_inference.depth.compute import (
     summarise_layer_stats,
     table2_frame,
 )
+
+from conftest import tiny_hf_model
 
 
 def test_lens_stats_blocked_equals_whole_and_hand_kl():
@@ -332,7 +333,8 @@ def test_layer_stats_match_hand_computation(tiny, ids):
     emb = got.xs(-1, level="layer")
     assert (emb["lens_entropy_authors"] - emb["lens_entropy"]).abs().mean() > 1e-2
     if arch in ("llama", "gemma3_text"):  # no bias: at the last block the lenses agree
-        np.testing.assert_allclose(last["lens_entropy_authors"].dropna(), last["lens_entropy"][last.index.get_level_values("pos") < ids.shape[1] - 1], rtol=1e-5)
+        before_last = last.index.get_level_values("pos") < ids.shape[1] - 1
+        np.testing.assert_allclose(last["lens_entropy_authors"].dropna(), last["lens_entropy"][before_last], rtol=1e-5)
     if arch in ("gpt2", "gpt_neox"):  # LayerNorm models: the centred norm is smaller than the raw one
         blocks = got[got.index.get_level_values("layer") >= 0]
         assert (blocks["attn_norm"] <= blocks["attn_norm_raw"] + 1e-5).all()
@@ -375,7 +377,8 @@ def test_gemma_writes_are_after_the_post_norms(bpe_tokenizer, ids):
 
     handles = []
     for i, layer in enumerate(hf.model.layers):
-        for key, module in (("attn_post", layer.post_attention_layernorm), ("mlp_post", layer.post_feedforward_layernorm),
+        for key, module in (("attn_post", layer.post_attention_layernorm),
+                            ("mlp_post", layer.post_feedforward_layernorm),
                             ("attn_pre", layer.self_attn.o_proj), ("mlp_pre", layer.mlp.down_proj)):
             handles.append(module.register_forward_hook(grab((key, i))))
     try:
@@ -475,6 +478,7 @@ def test_lens_chunks_and_blocks_agree(tiny, ids):
         torch.testing.assert_close(whole[col], chunked[col], rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_out_of_memory_halves_the_batch(tiny, ids, monkeypatch):
     """A CUDA out-of-memory error on a batch of more than one sequence is retried at half
     the size (core.engine.batched); the table is the same."""
@@ -514,8 +518,8 @@ def test_summary(tiny, ids):
     assert row["attn_mlp_ratio_mean"] == pytest.approx(g["attn_norm"].mean() / g["mlp_norm"].mean())
     # the authors' aggregation, by hand: per document (prev5 weighted by its keys), then documents
     docs = [d for _, d in g.groupby("seq")]
-    prev = [np.nansum(d["prev5_attn_authors"] * d["prev5_keys"]) / d["prev5_keys"][d["prev5_attn_authors"].notna()].sum()
-            for d in docs]
+    prev = [np.nansum(d["prev5_attn_authors"] * d["prev5_keys"])
+            / d["prev5_keys"][d["prev5_attn_authors"].notna()].sum() for d in docs]
     ent = [d["lens_entropy_authors"].iloc[:-1].mean() for d in docs]  # the last position dropped
     assert row["prev5_attn_authors_mean"] == pytest.approx(np.mean(prev), rel=1e-6)
     assert row["prev5_attn_authors_se"] == pytest.approx(np.std(prev, ddof=1) / np.sqrt(len(docs)), rel=1e-4)

@@ -148,7 +148,7 @@ def hand_residuals(hf, ids):
     return torch.stack([*out.hidden_states[:n], seen["x"]]), out.hidden_states[n]
 
 
-def hsic_u_statistic(k: np.ndarray, l: np.ndarray) -> float:
+def hsic_u_statistic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741 - the paper's K and L
     """Unbiased HSIC as the U-statistic it is (Song et al. 2012, eq. 5): the mean over
     ordered 4-tuples of distinct samples (i, j, q, r) of k_ij l_ij + k_ij l_qr - 2 k_ij l_iq.
     No diagonal entry ever enters, so zeroing the diagonal changes nothing."""

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from hand import cka_by_hand, deeper_model, hand_residuals, hsic_u_statistic
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.edits.cka import CKAAccumulator, hsic_matrix
 from stages_of_inference.edits.compute import edits_study
+
+from hand import cka_by_hand, deeper_model, hand_residuals, hsic_u_statistic
 
 
 def test_hsic_equals_the_u_statistic():
@@ -27,7 +28,7 @@ def biased_cka(x, y):
     wrong definition the planted test below tells apart."""
     n = x.shape[0]
     h = np.eye(n) - 1.0 / n
-    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h
+    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h  # noqa: E741 - the Gram matrices K and L
     return float((k * l).sum() / np.sqrt((k * k).sum() * (l * l).sum()))
 
 

@@ -6,10 +6,11 @@ import random
 import pytest
 import torch
 
-from hand import deeper_model, edited_model, hand_logits
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.edits.plans import Plan, describe, edit_plans, layer_at, painters, repeats, windows
 from stages_of_inference.edits.settings import EditSettings
+
+from hand import deeper_model, edited_model, hand_logits
 
 ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3_text")
 
@@ -105,6 +106,7 @@ SETTINGS = EditSettings(window_max=3, painters_starts=[0.0, 0.2], painters_loops
 
 
 @torch.no_grad()
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_every_plan_equals_a_hand_edited_model(deep, ids):
     hf, arch = deep
     engine = Engine(hf)

@@ -9,13 +9,14 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from hand import deeper_model, final_norm, hand_residuals
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.core.metrics import METRIC_COLUMNS
 from stages_of_inference.edits.compute import edits_study, run_plans
 from stages_of_inference.edits.plans import windows
 from stages_of_inference.edits.predictors import predictors_table, spearman_table
 from stages_of_inference.robustness.compute import run_sweep
+
+from hand import deeper_model, final_norm, hand_residuals
 
 FIRST = 1
 

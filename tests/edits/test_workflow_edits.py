@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
 from stages_of_inference.core.digest import modules_of_script
+
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = (("tiny-llama", 4), ("tiny-gpt2", 3), ("tiny-neox", 3))

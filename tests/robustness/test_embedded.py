@@ -2,8 +2,15 @@
 import pytest
 
 from stages_of_inference.core.corpus import CorpusSettings, sample_sequences
+from stages_of_inference.core.models import (
+    EMBEDDED_SHAPE,
+    bridge_from_hf_model,
+    load_embedded_hf_model,
+    load_embedded_tokenizer,
+)
 from stages_of_inference.robustness.compute import run_sweep
-from stages_of_inference.core.models import EMBEDDED_SHAPE, bridge_from_hf_model, load_embedded_hf_model, load_embedded_tokenizer
+
+pytestmark = pytest.mark.slow  # loads the embedded SmolLM2
 
 
 @pytest.fixture(scope="module")

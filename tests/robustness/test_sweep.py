@@ -4,9 +4,10 @@ import copy
 import pytest
 import torch
 
-from stages_of_inference.core.engine import ATTN_IMPLEMENTATIONS, Engine as Sweep, block_order, layers_for, plain_model
-from stages_of_inference.robustness.compute import run_sweep
+from stages_of_inference.core.engine import ATTN_IMPLEMENTATIONS, block_order, layers_for, plain_model
+from stages_of_inference.core.engine import Engine as Sweep
 from stages_of_inference.core.metrics import METRIC_COLUMNS, entropy_bits, kl_nats, log_probs
+from stages_of_inference.robustness.compute import run_sweep
 
 
 def decoder_layers(model):

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.self_repair.compute import run_self_repair
+
+from conftest import tiny_hf_model
 
 PARTS = {  # arch -> (layers, o_proj, final norm, the MLP's write, the attention's write)
     "llama": (lambda m: m.model.layers, lambda b: b.self_attn.o_proj, lambda m: m.model.norm,
@@ -304,6 +305,7 @@ def test_planted_backup_head_repairs_and_no_backup_does_not(bpe_tokenizer):
     assert with_backup["self_repair"] - with_backup["sr_norm"] > 0.5 * with_backup["de"]
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_last_layer_has_only_final_norm_repair(bpe_tokenizer):
     """Heads of the last layer have no later attention layer. With a parallel block
     (GPT-NeoX) the last MLP does not see them either: self-repair is the final norm's
@@ -403,7 +405,10 @@ def test_self_repair_study_selects_tokens_and_labels_tables(bpe_tokenizer):
     are resample sources), the section's settings, and the model / n_layers / definition
     columns; numbers = run_self_repair's. The schema's defaults are the study's."""
     from stages_of_inference.self_repair.compute import (
-        SETTING_COLUMNS, TOKEN_COLUMNS, SelfRepairSettings, self_repair_study,
+        SETTING_COLUMNS,
+        TOKEN_COLUMNS,
+        SelfRepairSettings,
+        self_repair_study,
     )
 
     defaults = SelfRepairSettings()
@@ -426,7 +431,8 @@ def test_self_repair_study_selects_tokens_and_labels_tables(bpe_tokenizer):
     assert (res.heads["n_layers"] == n).all() and set(res.heads["ablation"]) == {"resample"}
     assert set(res.heads["target"]) == {"next"} and set(res.heads["positions"]) == {"skip_bos"}
     assert res.neurons.columns[0] == "model" and len(res.neurons) == n * n_heads * 2
-    for got, ref, drop in ((res.tokens, want.tokens, []), (res.heads, want.heads, extra), (res.neurons, want.neurons, [])):
+    pairs = ((res.tokens, want.tokens, []), (res.heads, want.heads, extra), (res.neurons, want.neurons, []))
+    for got, ref, drop in pairs:
         assert set(got["model"]) == {"tiny"}
         assert got.drop(columns=["model", *drop]).equals(ref)
     # the resample source of the last scored sequence is corpus sequence 3, never scored

@@ -19,13 +19,21 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_hf_model
 from stages_of_inference.core.engine import Engine
 from stages_of_inference.seqcont.compute import (
-    MLP, TaskBatch, component_effects, corrupted_means, find_circuit, logit_diff, overlap,
-    successor_scores, task_metrics,
+    MLP,
+    TaskBatch,
+    component_effects,
+    corrupted_means,
+    find_circuit,
+    logit_diff,
+    overlap,
+    successor_scores,
+    task_metrics,
 )
 from stages_of_inference.seqcont.prompts import FAMILIES, SeqcontSettings, item_token, make_prompts
+
+from conftest import tiny_hf_model
 
 PLANT_LAYER, PLANT_HEAD = 1, 2
 
@@ -180,7 +188,8 @@ def their_prompts(tokenizer, family):
                 at += 1
             positions.append(at)
             at += 1
-        if at > len(ids) or len(tokenizer(" " + " ".join(words[i:i + 4]), add_special_tokens=False)["input_ids"]) != len(ids):
+        window = tokenizer(" " + " ".join(words[i:i + 4]), add_special_tokens=False)["input_ids"]
+        if at > len(ids) or len(window) != len(ids):
             continue
         out.append((prompt, ids, positions, words))
     return out
@@ -373,6 +382,7 @@ def test_constant_component_ablation_changes_nothing(tiny_llama):
     assert (live["logit_diff"] - clean).abs().max() > 1e-3  # the test can fail
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_ablation_matches_plain_forward(tiny_llama):
     """component_effects == a plain transformers forward with a pre-hook on o_proj /
     a forward hook on the MLP, means from an independent hooked pass."""
@@ -412,6 +422,7 @@ def test_ablation_matches_plain_forward(tiny_llama):
         float(logit_diff(last, batch.answer, batch.incorrect).mean()), abs=1e-4)
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_grouped_search_equals_separate_searches(planted):
     """Tasks of one prompt length share forward passes; each gets exactly its own result."""
     from stages_of_inference.seqcont.compute import find_circuits
@@ -447,7 +458,10 @@ def test_component_study_is_the_per_task_loop(planted, bpe_tokenizer):
     """Tasks with prompts only, in the settings' order; each task's metrics and component
     effects as computed alone; successor scores for the families of all tasks."""
     from stages_of_inference.seqcont.compute import (
-        COMPONENT_COLUMNS, SUCCESSOR_COLUMNS, TASK_COLUMNS, component_study,
+        COMPONENT_COLUMNS,
+        SUCCESSOR_COLUMNS,
+        TASK_COLUMNS,
+        component_study,
     )
 
     _, engine, _ = planted
@@ -470,11 +484,16 @@ def test_component_study_is_the_per_task_loop(planted, bpe_tokenizer):
     assert successor.drop(columns="model").reset_index(drop=True).equals(want[successor.columns[1:]])
 
 
+@pytest.mark.slow  # one of the longest: `make test` runs it
 def test_circuit_study_groups_by_length_and_equals_separate_searches(planted):
     """Tasks of one prompt length are searched together, others apart; every task's
     circuit, for every order, is exactly its own search's."""
     from stages_of_inference.seqcont.compute import (
-        CIRCUIT_COLUMNS, SUMMARY_COLUMNS, circuit_study, find_circuits, model_overlap,
+        CIRCUIT_COLUMNS,
+        SUMMARY_COLUMNS,
+        circuit_study,
+        find_circuits,
+        model_overlap,
     )
 
     _, engine, batch = planted

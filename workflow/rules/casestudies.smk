@@ -15,22 +15,30 @@ rule subjoiner:
         prompts="results/{model}/subjoiner_prompts.parquet",
         scores="results/{model}/subjoiner_scores.parquet",
         examples="results/{model}/subjoiner_examples.parquet",
-    params:
-        corpus=config["corpus"],
-        settings=pick(SUBJOINER, "context_tokens", "n_prompts", "max_subtokens", "max_per_word", "n_examples",
-                      "show_positions", "seed"),
-        code=code("subjoiner"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["subjoiner"]
     log:
         "logs/subjoiner/{model}.log",
     benchmark:
         "results/benchmarks/subjoiner/{model}.tsv"
+    priority: PRIORITY["subjoiner"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        corpus=config["corpus"],
+        settings=pick(
+            SUBJOINER,
+            "context_tokens",
+            "n_prompts",
+            "max_subtokens",
+            "max_per_word",
+            "n_examples",
+            "show_positions",
+            "seed",
+        ),
+        code=code("subjoiner"),
+        numerics=NUMERICS,
     script:
         "../scripts/subjoiner.py"
 
@@ -45,20 +53,20 @@ rule ing_neurons:
     output:
         ing_neurons="results/{model}/ing_neurons.parquet",
         vocab="results/{model}/ing_vocab.parquet",
-    params:
-        settings=pick(ING, "n_neurons", "require_type"),
-        code=code("ing_neurons"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["ing_neurons"]
     log:
         "logs/ing_neurons/{model}.log",
     benchmark:
         "results/benchmarks/ing_neurons/{model}.tsv"
+    priority: PRIORITY["ing_neurons"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        settings=pick(ING, "n_neurons", "require_type"),
+        code=code("ing_neurons"),
+        numerics=NUMERICS,
     script:
         "../scripts/ing_neurons.py"
 
@@ -72,21 +80,21 @@ rule ing_activations:
     output:
         prompts="results/{model}/ing_prompts.parquet",
         activations="results/{model}/ing_activations.parquet",
+    log:
+        "logs/ing_activations/{model}.log",
+    benchmark:
+        "results/benchmarks/ing_activations/{model}.tsv"
+    priority: PRIORITY["ing_activations"]
+    conda:
+        CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
     params:
         corpus=config["corpus"],
         settings=pick(ING, "context_tokens", "n_prompts", "max_per_word", "test_fraction", "min_prompts", "seed"),
         code=code("ing_activations"),
         numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["ing_activations"]
-    log:
-        "logs/ing_activations/{model}.log",
-    benchmark:
-        "results/benchmarks/ing_activations/{model}.tsv"
-    conda:
-        CONDA_ENV
     script:
         "../scripts/ing_activations.py"
 
@@ -100,15 +108,15 @@ rule ing_probes:
         ing_neurons="results/{model}/ing_neurons.parquet",
     output:
         "results/{model}/ing_probes.parquet",
-    params:
-        settings=pick(ING, "seed"),
-        code=code("ing_probes"),
     log:
         "logs/ing_probes/{model}.log",
     benchmark:
         "results/benchmarks/ing_probes/{model}.tsv"
     conda:
         CONDA_ENV
+    params:
+        settings=pick(ING, "seed"),
+        code=code("ing_probes"),
     script:
         "../scripts/ing_probes.py"
 
@@ -120,16 +128,16 @@ rule plot_fig9:
         examples=expand("results/{model}/subjoiner_examples.parquet", model=MODELS_OF["casestudies"]),
     output:
         report("figures/fig9.pdf", caption="../report/fig9.rst", category="Figure 9: sub-joiner heads"),
-    params:
-        models=MODELS_OF["casestudies"],
-        code=code("plot_fig9"),
-        styles=STYLES,
     log:
         "logs/plot_fig9.log",
     benchmark:
         "results/benchmarks/plot_fig9.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["casestudies"],
+        code=code("plot_fig9"),
+        styles=STYLES,
     script:
         "../scripts/plot_fig9.py"
 
@@ -142,15 +150,15 @@ rule plot_fig10:
         vocab=expand("results/{model}/ing_vocab.parquet", model=MODELS_OF["casestudies"]),
     output:
         report("figures/fig10.pdf", caption="../report/fig10.rst", category="Figure 10: predicting -ing"),
-    params:
-        models=MODELS_OF["casestudies"],
-        code=code("plot_fig10"),
-        styles=STYLES,
     log:
         "logs/plot_fig10.log",
     benchmark:
         "results/benchmarks/plot_fig10.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["casestudies"],
+        code=code("plot_fig10"),
+        styles=STYLES,
     script:
         "../scripts/plot_fig10.py"

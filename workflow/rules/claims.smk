@@ -8,16 +8,16 @@ rule claims:
         tables=claim_inputs(MODELS_OF),
     output:
         csv=report("figures/claims.csv", caption="../report/claims.rst", category="Claims"),
-        md="figures/claims.md",
+        md=report("figures/claims.md", caption="../report/claims.rst", category="Claims"),
         html=report("figures/claims.html", caption="../report/claims.rst", category="Claims"),
-    params:
-        models_of=MODELS_OF,
-        code=code("claims"),
     log:
         "logs/claims.log",
     benchmark:
         "results/benchmarks/claims.tsv"
     conda:
         CONDA_ENV
+    params:
+        models_of=MODELS_OF,
+        code=code("claims"),
     script:
         "../scripts/claims.py"

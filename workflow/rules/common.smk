@@ -60,9 +60,20 @@ NUMERICS = {key: RUNTIME[key] for key in ("dtype", "matmul_precision")}
 GPU = job_gpus(RUNTIME["device"], cluster=not workflow.local_exec)
 # Scheduling: jobs that unblock others or run longest start first (`priority:`), so that
 # on a few cores the last minutes are not one long job running alone.
-PRIORITY = {"corpus": 100, "seqcont_prompts": 100, "interventions_chunk": 50, "seqcont_circuits": 50,
-            "neurons": 45, "ing_neurons": 45, "ing_activations": 40, "self_repair": 40, "layer_stats": 40,
-            "seqcont_components": 30, "subjoiner": 30, "layer_edits": 30}
+PRIORITY = {
+    "corpus": 100,
+    "seqcont_prompts": 100,
+    "interventions_chunk": 50,
+    "seqcont_circuits": 50,
+    "neurons": 45,
+    "ing_neurons": 45,
+    "ing_activations": 40,
+    "self_repair": 40,
+    "layer_stats": 40,
+    "seqcont_components": 30,
+    "subjoiner": 30,
+    "layer_edits": 30,
+}
 
 # Checked when the DAG is built, not inside a job minutes later (one line each).
 config_check(checks.check_against_shapes, config, SHAPES, _SOURCES)
@@ -82,10 +93,7 @@ def pick(section, *keys):
 
 
 def chunks(model, kind):
-    return [
-        chunk_name(a, b)
-        for a, b in chunk_layers(N_LAYERS[model], kind, config["interventions"]["layers_per_job"])
-    ]
+    return [chunk_name(a, b) for a, b in chunk_layers(N_LAYERS[model], kind, config["interventions"]["layers_per_job"])]
 
 
 def chunk_files(wildcards):
@@ -106,15 +114,26 @@ wildcard_constraints:
 MODEL_TABLES = {
     "robustness": ["interventions.parquet", "interventions_tokens.parquet"],
     "depth": ["layer_stats.parquet", "layer_stats_tokens.parquet", "neurons.parquet"],
-    "casestudies": [*(f"subjoiner_{name}.parquet" for name in ("prompts", "scores", "examples")),
-                    *(f"ing_{name}.parquet" for name in ("neurons", "vocab", "prompts", "activations", "probes"))],
+    "casestudies": [
+        *(f"subjoiner_{name}.parquet" for name in ("prompts", "scores", "examples")),
+        *(f"ing_{name}.parquet" for name in ("neurons", "vocab", "prompts", "activations", "probes")),
+    ],
     "self_repair": [f"self_repair{name}.parquet" for name in ("", "_tokens", "_neurons")],
-    "seqcont": [f"seqcont_{name}.parquet" for name in ("prompts", "counts", "tasks", "components", "successor",
-                                                         "circuits", "circuit_summary", "overlap")],
-    "concepts": [f"concept_{name}.parquet" for name in ("sentences", "sae", "sae_training", "sae_features", "probes",
-                                                          "methods", "findings")],
-    "edits": ["cka.parquet", "layer_edits.parquet", "layer_edits_tokens.parquet", "drop_predictors.parquet",
-              "drop_predictors_spearman.parquet"],
+    "seqcont": [
+        f"seqcont_{name}.parquet"
+        for name in ("prompts", "counts", "tasks", "components", "successor", "circuits", "circuit_summary", "overlap")
+    ],
+    "concepts": [
+        f"concept_{name}.parquet"
+        for name in ("sentences", "sae", "sae_training", "sae_features", "probes", "methods", "findings")
+    ],
+    "edits": [
+        "cka.parquet",
+        "layer_edits.parquet",
+        "layer_edits_tokens.parquet",
+        "drop_predictors.parquet",
+        "drop_predictors_spearman.parquet",
+    ],
 }
 # The figures and tables of each study (figures/...).
 STUDY_FIGURES = {
@@ -124,15 +143,20 @@ STUDY_FIGURES = {
     "self_repair": ["self_repair.pdf", "self_repair_tokens.pdf"],
     "seqcont": ["seqcont_tasks.pdf", "seqcont_heads.pdf", "seqcont_circuits.pdf"],
     "concepts": ["sae_training.pdf", "concept_methods.pdf"],
-    "edits": ["cka.pdf", "layer_edits_windows.pdf", "layer_edits_painters.pdf", "layer_edits_repeat.pdf",
-              "drop_predictors.pdf"],
+    "edits": [
+        "cka.pdf",
+        "layer_edits_windows.pdf",
+        "layer_edits_painters.pdf",
+        "layer_edits_repeat.pdf",
+        "drop_predictors.pdf",
+    ],
 }
 
 ALL_TARGETS = [
-    *(f"results/{model}/{table}" for study in STUDIES for model in MODELS_OF[study]
-      for table in MODEL_TABLES[study]),
+    *(f"results/{model}/{table}" for study in STUDIES for model in MODELS_OF[study] for table in MODEL_TABLES[study]),
     *(f"figures/{name}" for study in STUDIES if MODELS_OF[study] for name in STUDY_FIGURES[study]),
-    "figures/claims.md", "figures/claims.csv",
+    "figures/claims.md",
+    "figures/claims.csv",
 ]
 
 

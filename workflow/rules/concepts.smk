@@ -15,21 +15,23 @@ rule concept_stimuli:
         residuals=temp("results/{model}/concept_residuals.safetensors"),
         patterns="results/{model}/concept_stimuli.safetensors",
         sentences="results/{model}/concept_sentences.parquet",
-    params:
-        corpus=config["corpus"],
-        settings={**pick(CONCEPTS, "concepts", "layer", "window"),
-                  "sae": pick(SAE, "n_sequences", "seq_len", "corpus_seed")},
-        code=code("concept_stimuli"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
     log:
         "logs/concept_stimuli/{model}.log",
     benchmark:
         "results/benchmarks/concept_stimuli/{model}.tsv"
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        corpus=config["corpus"],
+        settings={
+            **pick(CONCEPTS, "concepts", "layer", "window"),
+            "sae": pick(SAE, "n_sequences", "seq_len", "corpus_seed"),
+        },
+        code=code("concept_stimuli"),
+        numerics=NUMERICS,
     script:
         "../scripts/concept_stimuli.py"
 
@@ -45,17 +47,32 @@ rule concept_sae:
         training="results/{model}/concept_sae_training.parquet",
         quality="results/{model}/concept_sae.parquet",
         features="results/{model}/concept_sae_features.parquet",
-    params:
-        settings={"sae": pick(SAE, "expansion", "kind", "k", "l1_coeff", "aux_k", "dead_tokens", "epochs",
-                              "batch_size_tokens", "lr", "outlier_norm", "holdout_fraction", "seed")},
-        code=code("concept_sae"),
-    threads: RUNTIME["threads"]
     log:
         "logs/concept_sae/{model}.log",
     benchmark:
         "results/benchmarks/concept_sae/{model}.tsv"
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    params:
+        settings={
+            "sae": pick(
+                SAE,
+                "expansion",
+                "kind",
+                "k",
+                "l1_coeff",
+                "aux_k",
+                "dead_tokens",
+                "epochs",
+                "batch_size_tokens",
+                "lr",
+                "outlier_norm",
+                "holdout_fraction",
+                "seed",
+            )
+        },
+        code=code("concept_sae"),
     script:
         "../scripts/concept_sae.py"
 
@@ -74,17 +91,18 @@ rule concept_probes:
         probes="results/{model}/concept_probes.parquet",
         methods="results/{model}/concept_methods.parquet",
         findings="results/{model}/concept_findings.parquet",
-    params:
-        settings=pick(CONCEPTS, "concepts", "top_k", "rsa_min_pairs", "rsa_min_se", "n_splits",
-                        "test_fraction", "C", "seed"),
-        code=code("concept_probes"),
-    threads: RUNTIME["threads"]
     log:
         "logs/concept_probes/{model}.log",
     benchmark:
         "results/benchmarks/concept_probes/{model}.tsv"
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    params:
+        settings=pick(
+            CONCEPTS, "concepts", "top_k", "rsa_min_pairs", "rsa_min_se", "n_splits", "test_fraction", "C", "seed"
+        ),
+        code=code("concept_probes"),
     script:
         "../scripts/concept_probes.py"
 
@@ -97,16 +115,16 @@ rule plot_sae_training:
         features=expand("results/{model}/concept_sae_features.parquet", model=MODELS_OF["concepts"]),
     output:
         report("figures/sae_training.pdf", caption="../report/sae_training.rst", category="Concept features"),
-    params:
-        models=MODELS_OF["concepts"],
-        code=code("plot_sae_training"),
-        styles=STYLES,
     log:
         "logs/plot_sae_training.log",
     benchmark:
         "results/benchmarks/plot_sae_training.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["concepts"],
+        code=code("plot_sae_training"),
+        styles=STYLES,
     script:
         "../scripts/plot_sae_training.py"
 
@@ -118,15 +136,15 @@ rule plot_concept_methods:
         findings=expand("results/{model}/concept_findings.parquet", model=MODELS_OF["concepts"]),
     output:
         report("figures/concept_methods.pdf", caption="../report/concept_methods.rst", category="Concept features"),
-    params:
-        models=MODELS_OF["concepts"],
-        code=code("plot_concept_methods"),
-        styles=STYLES,
     log:
         "logs/plot_concept_methods.log",
     benchmark:
         "results/benchmarks/plot_concept_methods.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["concepts"],
+        code=code("plot_concept_methods"),
+        styles=STYLES,
     script:
         "../scripts/plot_concept_methods.py"

@@ -5,15 +5,15 @@ rule corpus:
     output:
         corpus="results/{model}/corpus.pt",
         record="results/{model}/corpus.json",
-    params:
-        corpus=config["corpus"],
-        code=code("corpus"),
-    priority: PRIORITY["corpus"]
     log:
         "logs/corpus/{model}.log",
     benchmark:
         "results/benchmarks/corpus/{model}.tsv"
+    priority: PRIORITY["corpus"]
     conda:
         CONDA_ENV
+    params:
+        corpus=config["corpus"],
+        code=code("corpus"),
     script:
         "../scripts/corpus.py"

@@ -15,19 +15,19 @@ rule layer_stats:
     output:
         summary="results/{model}/layer_stats.parquet",
         tokens="results/{model}/layer_stats_tokens.parquet",
-    params:
-        code=code("layer_stats"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["layer_stats"]
     log:
         "logs/layer_stats/{model}.log",
     benchmark:
         "results/benchmarks/layer_stats/{model}.tsv"
+    priority: PRIORITY["layer_stats"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        code=code("layer_stats"),
+        numerics=NUMERICS,
     script:
         "../scripts/layer_stats.py"
 
@@ -40,20 +40,20 @@ rule neurons:
     output:
         neurons="results/{model}/neurons.parquet",
         info="results/{model}/model_info.json",
-    params:
-        spec=lambda wc: config["models"][wc.model],
-        code=code("neurons"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["neurons"]
     log:
         "logs/neurons/{model}.log",
     benchmark:
         "results/benchmarks/neurons/{model}.tsv"
+    priority: PRIORITY["neurons"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        spec=lambda wc: config["models"][wc.model],
+        code=code("neurons"),
+        numerics=NUMERICS,
     script:
         "../scripts/neurons.py"
 
@@ -79,16 +79,16 @@ for _n, _title in DEPTH_FIGURES.items():
             neurons=expand("results/{model}/neurons.parquet", model=MODELS_OF["depth"]) if _n == 6 else [],
         output:
             report(f"figures/fig{_n}.pdf", caption=f"../report/fig{_n}.rst", category=_title),
-        params:
-            number=_n,
-            code=code("plot_depth"),
-            styles=STYLES,
         log:
             f"logs/plot_fig{_n}.log",
         benchmark:
             f"results/benchmarks/plot_fig{_n}.tsv"
         conda:
             CONDA_ENV
+        params:
+            number=_n,
+            code=code("plot_depth"),
+            styles=STYLES,
         script:
             "../scripts/plot_depth.py"
 
@@ -99,14 +99,14 @@ rule table2:
         expand("results/{model}/model_info.json", model=MODELS_OF["depth"]),
     output:
         csv=report("figures/table2.csv", caption="../report/table2.rst", category="Table 2: the models"),
-        md="figures/table2.md",
-    params:
-        code=code("table2"),
+        md=report("figures/table2.md", caption="../report/table2_md.rst", category="Table 2: the models"),
     log:
         "logs/table2.log",
     benchmark:
         "results/benchmarks/table2.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=code("table2"),
     script:
         "../scripts/table2.py"

@@ -23,21 +23,32 @@ rule layer_edits:
         cka="results/{model}/cka.parquet",
         predictors="results/{model}/drop_predictors.parquet",
         spearman="results/{model}/drop_predictors_spearman.parquet",
-    params:
-        settings=pick(EDITS, "n_sequences", "seq_len", "window_max", "painters_starts", "painters_kinds",
-                      "painters_loops", "seed", "repeat_widths", "repeat_spans", "repeat_copies"),
-        code=code("layer_edits"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["layer_edits"]
     log:
         "logs/layer_edits/{model}.log",
     benchmark:
         "results/benchmarks/layer_edits/{model}.tsv"
+    priority: PRIORITY["layer_edits"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        settings=pick(
+            EDITS,
+            "n_sequences",
+            "seq_len",
+            "window_max",
+            "painters_starts",
+            "painters_kinds",
+            "painters_loops",
+            "seed",
+            "repeat_widths",
+            "repeat_spans",
+            "repeat_copies",
+        ),
+        code=code("layer_edits"),
+        numerics=NUMERICS,
     script:
         "../scripts/layer_edits.py"
 
@@ -48,15 +59,15 @@ rule plot_cka:
         expand("results/{model}/cka.parquet", model=MODELS_OF["edits"]),
     output:
         report("figures/cka.pdf", caption="../report/cka.rst", category="Layer edits"),
-    params:
-        code=code("plot_cka"),
-        styles=STYLES,
     log:
         "logs/plot_cka.log",
     benchmark:
         "results/benchmarks/plot_cka.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=code("plot_cka"),
+        styles=STYLES,
     script:
         "../scripts/plot_cka.py"
 
@@ -66,21 +77,24 @@ rule plot_layer_edits:
     input:
         expand("results/{model}/layer_edits.parquet", model=MODELS_OF["edits"]),
     output:
-        windows=report("figures/layer_edits_windows.pdf", caption="../report/layer_edits_windows.rst",
-                       category="Layer edits"),
-        painters=report("figures/layer_edits_painters.pdf", caption="../report/layer_edits_painters.rst",
-                        category="Layer edits"),
-        repeat=report("figures/layer_edits_repeat.pdf", caption="../report/layer_edits_repeat.rst",
-                      category="Layer edits"),
-    params:
-        code=code("plot_layer_edits"),
-        styles=STYLES,
+        windows=report(
+            "figures/layer_edits_windows.pdf", caption="../report/layer_edits_windows.rst", category="Layer edits"
+        ),
+        painters=report(
+            "figures/layer_edits_painters.pdf", caption="../report/layer_edits_painters.rst", category="Layer edits"
+        ),
+        repeat=report(
+            "figures/layer_edits_repeat.pdf", caption="../report/layer_edits_repeat.rst", category="Layer edits"
+        ),
     log:
         "logs/plot_layer_edits.log",
     benchmark:
         "results/benchmarks/plot_layer_edits.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=code("plot_layer_edits"),
+        styles=STYLES,
     script:
         "../scripts/plot_layer_edits.py"
 
@@ -92,14 +106,14 @@ rule plot_drop_predictors:
         spearman=expand("results/{model}/drop_predictors_spearman.parquet", model=MODELS_OF["edits"]),
     output:
         report("figures/drop_predictors.pdf", caption="../report/drop_predictors.rst", category="Layer edits"),
-    params:
-        code=code("plot_drop_predictors"),
-        styles=STYLES,
     log:
         "logs/plot_drop_predictors.log",
     benchmark:
         "results/benchmarks/plot_drop_predictors.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=code("plot_drop_predictors"),
+        styles=STYLES,
     script:
         "../scripts/plot_drop_predictors.py"

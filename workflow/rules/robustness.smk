@@ -10,19 +10,19 @@ rule interventions_chunk:
         record="results/{model}/corpus.json",
     output:
         "results/{model}/interventions/{kind}/{chunk}.parquet",
-    params:
-        code=code("interventions_chunk"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["interventions_chunk"]
     log:
         "logs/interventions_chunk/{model}/{kind}/{chunk}.log",
     benchmark:
         "results/benchmarks/interventions_chunk/{model}/{kind}/{chunk}.tsv"
+    priority: PRIORITY["interventions_chunk"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        code=code("interventions_chunk"),
+        numerics=NUMERICS,
     script:
         "../scripts/interventions_chunk.py"
 
@@ -34,15 +34,15 @@ rule interventions:
     output:
         summary="results/{model}/interventions.parquet",
         tokens="results/{model}/interventions_tokens.parquet",
-    params:
-        n_layers=lambda wc: N_LAYERS[wc.model],
-        code=code("interventions"),
     log:
         "logs/interventions/{model}.log",
     benchmark:
         "results/benchmarks/interventions/{model}.tsv"
     conda:
         CONDA_ENV
+    params:
+        n_layers=lambda wc: N_LAYERS[wc.model],
+        code=code("interventions"),
     script:
         "../scripts/interventions.py"
 
@@ -57,15 +57,15 @@ rule plot_fig3:
             caption="../report/fig3.rst",
             category="Figure 3: layer drop and swap",
         ),
-    params:
-        code=code("plot_fig3"),
-        styles=STYLES,
     log:
         "logs/plot_fig3.log",
     benchmark:
         "results/benchmarks/plot_fig3.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=code("plot_fig3"),
+        styles=STYLES,
     script:
         "../scripts/plot_fig3.py"
 
@@ -80,14 +80,18 @@ rule table_robustness:
             caption="../report/table_robustness.rst",
             category="Table: accuracy retained",
         ),
-        md="figures/table_robustness.md",
-    params:
-        code=code("table_robustness"),
+        md=report(
+            "figures/table_robustness.md",
+            caption="../report/table_robustness_md.rst",
+            category="Table: accuracy retained",
+        ),
     log:
         "logs/table_robustness.log",
     benchmark:
         "results/benchmarks/table_robustness.tsv"
     conda:
         CONDA_ENV
+    params:
+        code=code("table_robustness"),
     script:
         "../scripts/table_robustness.py"

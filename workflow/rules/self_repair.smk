@@ -17,21 +17,31 @@ rule self_repair:
         heads="results/{model}/self_repair.parquet",
         tokens="results/{model}/self_repair_tokens.parquet",
         neurons="results/{model}/self_repair_neurons.parquet",
-    params:
-        settings=pick(SELF_REPAIR, "n_sequences", "seq_len", "ablation", "resample_offset", "target", "positions",
-                      "centre_unembed", "top_fraction", "n_top_neurons"),
-        code=code("self_repair"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["self_repair"]
     log:
         "logs/self_repair/{model}.log",
     benchmark:
         "results/benchmarks/self_repair/{model}.tsv"
+    priority: PRIORITY["self_repair"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        settings=pick(
+            SELF_REPAIR,
+            "n_sequences",
+            "seq_len",
+            "ablation",
+            "resample_offset",
+            "target",
+            "positions",
+            "centre_unembed",
+            "top_fraction",
+            "n_top_neurons",
+        ),
+        code=code("self_repair"),
+        numerics=NUMERICS,
     script:
         "../scripts/self_repair.py"
 
@@ -43,16 +53,16 @@ rule plot_self_repair:
         heads=expand("results/{model}/self_repair.parquet", model=MODELS_OF["self_repair"]),
     output:
         report("figures/self_repair.pdf", caption="../report/self_repair.rst", category="Self-repair"),
-    params:
-        top_fraction=SELF_REPAIR["top_fraction"],
-        code=code("plot_self_repair"),
-        styles=STYLES,
     log:
         "logs/plot_self_repair.log",
     benchmark:
         "results/benchmarks/plot_self_repair.tsv"
     conda:
         CONDA_ENV
+    params:
+        top_fraction=SELF_REPAIR["top_fraction"],
+        code=code("plot_self_repair"),
+        styles=STYLES,
     script:
         "../scripts/plot_self_repair.py"
 
@@ -64,15 +74,15 @@ rule plot_self_repair_tokens:
         tokens=expand("results/{model}/self_repair_tokens.parquet", model=MODELS_OF["self_repair"]),
     output:
         report("figures/self_repair_tokens.pdf", caption="../report/self_repair_tokens.rst", category="Self-repair"),
-    params:
-        figure_heads=SELF_REPAIR["figure_heads"],
-        code=code("plot_self_repair_tokens"),
-        styles=STYLES,
     log:
         "logs/plot_self_repair_tokens.log",
     benchmark:
         "results/benchmarks/plot_self_repair_tokens.tsv"
     conda:
         CONDA_ENV
+    params:
+        figure_heads=SELF_REPAIR["figure_heads"],
+        code=code("plot_self_repair_tokens"),
+        styles=STYLES,
     script:
         "../scripts/plot_self_repair_tokens.py"

@@ -14,16 +14,16 @@ rule seqcont_prompts:
     output:
         prompts="results/{model}/seqcont_prompts.parquet",
         counts="results/{model}/seqcont_counts.parquet",
-    params:
-        settings=pick(SEQCONT, "tasks", "circuit_tasks", "n_items", "separator", "n_prompts", "corruption", "seed"),
-        code=code("seqcont_prompts"),
-    priority: PRIORITY["seqcont_prompts"]
     log:
         "logs/seqcont_prompts/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_prompts/{model}.tsv"
+    priority: PRIORITY["seqcont_prompts"]
     conda:
         CONDA_ENV
+    params:
+        settings=pick(SEQCONT, "tasks", "circuit_tasks", "n_items", "separator", "n_prompts", "corruption", "seed"),
+        code=code("seqcont_prompts"),
     script:
         "../scripts/seqcont_prompts.py"
 
@@ -38,20 +38,20 @@ rule seqcont_components:
         tasks="results/{model}/seqcont_tasks.parquet",
         components="results/{model}/seqcont_components.parquet",
         successor="results/{model}/seqcont_successor.parquet",
-    params:
-        settings=pick(SEQCONT, "tasks", "successor_top_k"),
-        code=code("seqcont_components"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["seqcont_components"]
     log:
         "logs/seqcont_components/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_components/{model}.tsv"
+    priority: PRIORITY["seqcont_components"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        settings=pick(SEQCONT, "tasks", "successor_top_k"),
+        code=code("seqcont_components"),
+        numerics=NUMERICS,
     script:
         "../scripts/seqcont_components.py"
 
@@ -66,20 +66,20 @@ rule seqcont_circuits:
     output:
         circuits="results/{model}/seqcont_circuits.parquet",
         summary="results/{model}/seqcont_circuit_summary.parquet",
-    params:
-        settings=pick(SEQCONT, "circuit_tasks", "threshold", "sweeps", "n_orders"),
-        code=code("seqcont_circuits"),
-        numerics=NUMERICS,
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=GPU,
-    priority: PRIORITY["seqcont_circuits"]
     log:
         "logs/seqcont_circuits/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_circuits/{model}.tsv"
+    priority: PRIORITY["seqcont_circuits"]
     conda:
         CONDA_ENV
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        settings=pick(SEQCONT, "circuit_tasks", "threshold", "sweeps", "n_orders"),
+        code=code("seqcont_circuits"),
+        numerics=NUMERICS,
     script:
         "../scripts/seqcont_circuits.py"
 
@@ -91,15 +91,15 @@ rule seqcont_overlap:
         successor="results/{model}/seqcont_successor.parquet",
     output:
         "results/{model}/seqcont_overlap.parquet",
-    params:
-        successor_score=SEQCONT["successor_score"],
-        code=code("seqcont_overlap"),
     log:
         "logs/seqcont_overlap/{model}.log",
     benchmark:
         "results/benchmarks/seqcont_overlap/{model}.tsv"
     conda:
         CONDA_ENV
+    params:
+        successor_score=SEQCONT["successor_score"],
+        code=code("seqcont_overlap"),
     script:
         "../scripts/seqcont_overlap.py"
 
@@ -110,18 +110,21 @@ rule plot_seqcont_tasks:
         tasks=expand("results/{model}/seqcont_tasks.parquet", model=MODELS_OF["seqcont"]),
         counts=expand("results/{model}/seqcont_counts.parquet", model=MODELS_OF["seqcont"]),
     output:
-        report("figures/seqcont_tasks.pdf", caption="../report/seqcont_tasks.rst",
-               category="Sequence-continuation circuits"),
-    params:
-        models=MODELS_OF["seqcont"],
-        code=code("plot_seqcont_tasks"),
-        styles=STYLES,
+        report(
+            "figures/seqcont_tasks.pdf",
+            caption="../report/seqcont_tasks.rst",
+            category="Sequence-continuation circuits",
+        ),
     log:
         "logs/plot_seqcont_tasks.log",
     benchmark:
         "results/benchmarks/plot_seqcont_tasks.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["seqcont"],
+        code=code("plot_seqcont_tasks"),
+        styles=STYLES,
     script:
         "../scripts/plot_seqcont_tasks.py"
 
@@ -131,18 +134,21 @@ rule plot_seqcont_heads:
     input:
         components=expand("results/{model}/seqcont_components.parquet", model=MODELS_OF["seqcont"]),
     output:
-        report("figures/seqcont_heads.pdf", caption="../report/seqcont_heads.rst",
-               category="Sequence-continuation circuits"),
-    params:
-        models=MODELS_OF["seqcont"],
-        code=code("plot_seqcont_heads"),
-        styles=STYLES,
+        report(
+            "figures/seqcont_heads.pdf",
+            caption="../report/seqcont_heads.rst",
+            category="Sequence-continuation circuits",
+        ),
     log:
         "logs/plot_seqcont_heads.log",
     benchmark:
         "results/benchmarks/plot_seqcont_heads.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["seqcont"],
+        code=code("plot_seqcont_heads"),
+        styles=STYLES,
     script:
         "../scripts/plot_seqcont_heads.py"
 
@@ -155,18 +161,21 @@ rule plot_seqcont_circuits:
         overlap=expand("results/{model}/seqcont_overlap.parquet", model=MODELS_OF["seqcont"]),
         successor=expand("results/{model}/seqcont_successor.parquet", model=MODELS_OF["seqcont"]),
     output:
-        report("figures/seqcont_circuits.pdf", caption="../report/seqcont_circuits.rst",
-               category="Sequence-continuation circuits"),
-    params:
-        models=MODELS_OF["seqcont"],
-        successor_score=SEQCONT["successor_score"],
-        code=code("plot_seqcont_circuits"),
-        styles=STYLES,
+        report(
+            "figures/seqcont_circuits.pdf",
+            caption="../report/seqcont_circuits.rst",
+            category="Sequence-continuation circuits",
+        ),
     log:
         "logs/plot_seqcont_circuits.log",
     benchmark:
         "results/benchmarks/plot_seqcont_circuits.tsv"
     conda:
         CONDA_ENV
+    params:
+        models=MODELS_OF["seqcont"],
+        successor_score=SEQCONT["successor_score"],
+        code=code("plot_seqcont_circuits"),
+        styles=STYLES,
     script:
         "../scripts/plot_seqcont_circuits.py"

@@ -1,5 +1,5 @@
-from stages_of_inference.core.jobs import job
 from stages_of_inference.concepts.rules import concept_probes
+from stages_of_inference.core.jobs import job
 
 with job(snakemake) as runtime:
     concept_probes(

@@ -1,5 +1,5 @@
-from stages_of_inference.core.jobs import job
 from stages_of_inference.casestudies.rules import ing_neurons
+from stages_of_inference.core.jobs import job
 
 with job(snakemake) as runtime:
     ing_neurons(

@@ -1,5 +1,5 @@
-from stages_of_inference.core.jobs import job
 from stages_of_inference.concepts.rules import plot_concept_methods
+from stages_of_inference.core.jobs import job
 
 with job(snakemake):
     plot_concept_methods(

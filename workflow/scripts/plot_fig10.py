@@ -1,5 +1,5 @@
-from stages_of_inference.core.jobs import job
 from stages_of_inference.casestudies.rules import plot_fig10
+from stages_of_inference.core.jobs import job
 
 with job(snakemake):
     plot_fig10(

@@ -1,5 +1,5 @@
-from stages_of_inference.core.jobs import job
 from stages_of_inference.concepts.rules import plot_sae_training
+from stages_of_inference.core.jobs import job
 
 with job(snakemake):
     plot_sae_training(

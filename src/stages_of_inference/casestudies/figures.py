@@ -225,7 +225,8 @@ def _probe_panel(ax, models: list[str], probes: pd.DataFrame, styles) -> None:
     ax.text(0.02, 0.5, "chance", color="0.5", fontsize=7, va="bottom", transform=ax.get_yaxis_transform())
     handles, labels = ax.get_legend_handles_labels()
     for role, marker in ROLE_MARKERS.items():
-        handles.append(Line2D([], [], ls="", marker=marker, color="0.3", mfc="0.3" if role == "prediction" else "white"))
+        handles.append(Line2D([], [], ls="", marker=marker, color="0.3",
+                              mfc="0.3" if role == "prediction" else "white"))
         labels.append(f"one {role} neuron alone")
     ax.legend(handles, labels, fontsize=7, loc="upper right", frameon=True)
     ax.set_ylim(0.35, 1.12)

@@ -34,7 +34,8 @@ def subjoiner(model: str, manifest: str, corpus: dict, settings: dict, runtime: 
     write_parquet(examples, out_examples)
 
 
-def plot_fig9(models: Sequence[str], scores: Sequence[str], examples: Sequence[str], styles: dict, out_pdf: str) -> None:
+def plot_fig9(models: Sequence[str], scores: Sequence[str], examples: Sequence[str], styles: dict,
+              out_pdf: str) -> None:
     from .figures import plot_fig9 as draw
 
     draw(list(models), read_tables(scores), read_tables(examples), out_pdf, styles=styles)

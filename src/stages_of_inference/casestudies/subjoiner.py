@@ -142,7 +142,8 @@ def last_query_attention(engine, prompts: Sequence[Sequence[int]], batch_size: i
 
         ids = torch.tensor([list(prompts[i]) for i in index], dtype=torch.long, device=engine.device)
         # run every block, stop before the final norm: no unembedding
-        engine.run_to(ids, n_layers, [(hook_name(l, "attn.hook_pattern"), capture(l)) for l in range(n_layers)])
+        engine.run_to(ids, n_layers,
+                      [(hook_name(layer, "attn.hook_pattern"), capture(layer)) for layer in range(n_layers)])
         if any(r is None for r in rows):
             raise RuntimeError("blocks.{L}.attn.hook_pattern did not fire for every layer.")
         stacked = torch.stack(rows, dim=1).numpy()  # [B, n_layers, n_heads, T]

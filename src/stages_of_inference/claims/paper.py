@@ -152,7 +152,8 @@ def _retained(tables, kind: str) -> Finding:
     _, cb, _ = per_document(tokens, "correct_base")
     _, lo, hi, se = doc_bootstrap({"c": c, "cb": cb}, lambda s: float(np.mean(ratio(s["c"], s["cb"]))))
     lo, hi = interval(value, lo, hi)
-    detail = (f"{len(keep)} layers; per layer {fmt(table['retained_min'].iloc[0])}-{fmt(table['retained_max'].iloc[0])}; "
+    span = f"{fmt(table['retained_min'].iloc[0])}-{fmt(table['retained_max'].iloc[0])}"
+    detail = (f"{len(keep)} layers; per layer {span}; "
               f"base accuracy {fmt(table['accuracy_base'].iloc[0])}")
     return Finding(statistic, value, within(lo, hi, BAND), lo, hi, se, detail)
 
@@ -187,9 +188,9 @@ def _drop_kl(tables):
 @claim(id="edges_degrade_most",
        text="Deleting early or final layers degrades the model most; the middle layers are robust.",
        source=PAPER_2025, study="robustness", tables=("interventions_tokens.parquet",),
-       rule=f"Mean KL of dropping a layer in the first tenth, and in the last tenth (at least one layer each), each "
-            f"against the mean over the other (middle) layers; HOLDS when the 95 % bootstrap interval (over "
-            f"documents) of the smaller of the two excesses lies above 0, FAILS when below.")
+       rule="Mean KL of dropping a layer in the first tenth, and in the last tenth (at least one layer each), each "
+            "against the mean over the other (middle) layers; HOLDS when the 95 % bootstrap interval (over "
+            "documents) of the smaller of the two excesses lies above 0, FAILS when below.")
 def edges_degrade_most(tables):
     statistic = "min(mean KL first tenth, mean KL last tenth) - mean KL middle, drops (nats)"
     layers, s, n = _drop_kl(tables)

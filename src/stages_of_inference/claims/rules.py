@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.io import atomic_path, write_text
+
 # The claim modules: imported here so that the rule's code digest follows them (ledger.py
 # imports them by name, which the digest cannot see).
 from . import paper, seeds  # noqa: F401

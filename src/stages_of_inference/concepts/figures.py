@@ -116,8 +116,8 @@ def plot_concept_methods(models: Sequence[str], summary: pd.DataFrame, found: pd
     keys = list(dict.fromkeys(zip(pooled["finding"], pooled["scope"])))
     labels = {}
     for r in pooled.itertuples():
-        labels[(r.finding, r.scope)] = (r.label.replace(" >= ", " ≥ ") if r.scope == "all"
-                                        else f"   ({SPACE_LABELS.get(r.scope, METHOD_LABELS.get(r.scope, r.scope))} only)")
+        scope = SPACE_LABELS.get(r.scope, METHOD_LABELS.get(r.scope, r.scope))
+        labels[(r.finding, r.scope)] = r.label.replace(" >= ", " ≥ ") if r.scope == "all" else f"   ({scope} only)"
     y_of = {k: len(keys) - 1 - i for i, k in enumerate(keys)}
     offset = 0.6 / n_models
     for i, model in enumerate(models):

@@ -24,7 +24,8 @@ only to select features (not in the classifier), as here; it does not define the
 definitions above are this project's. Similarity is
 ``artanh(r)`` and high scores mean the concept's sentences are more alike.
 
-*Refused features.* A feature gets no score (NaN; :func:`stages_of_inference.concepts.compute.top_k` never selects it) in a split where
+*Refused features.* A feature gets no score (NaN;
+:func:`stages_of_inference.concepts.compute.top_k` never selects it) in a split where
 
 * either side has fewer than ``concepts.rsa_min_pairs`` defined pairs (default 45, all
   pairs of 10 sentences): an SAE feature that fires on 4 of 120 training sentences leaves

@@ -89,7 +89,8 @@ def config_sources(workflow) -> dict[str, Any]:
     files = list(workflow.overwrite_configfiles or [])
     sources: dict[str, Any] = {}
     if not replaces_default_config(files):
-        sources["config/config.yaml"] = load_configfile("config/config.yaml") if Path("config/config.yaml").exists() else {}
+        default = Path("config/config.yaml")
+        sources["config/config.yaml"] = load_configfile("config/config.yaml") if default.exists() else {}
     for path in files:
         sources[str(path)] = load_configfile(path)
     cli = getattr(workflow.config_settings, "config", None)
@@ -98,7 +99,8 @@ def config_sources(workflow) -> dict[str, Any]:
     return sources
 
 
-def check_schema(config: Mapping[str, Any], schema: Mapping[str, Any], sources: Mapping[str, Any] | None = None) -> None:
+def check_schema(config: Mapping[str, Any], schema: Mapping[str, Any],
+                 sources: Mapping[str, Any] | None = None) -> None:
     """JSON-schema validation with one line naming the key, its source and what is allowed
     (snakemake's own validation prints the whole schema)."""
     import jsonschema

@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import ClassVar
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 from .settings import Settings
 

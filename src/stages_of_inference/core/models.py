@@ -553,7 +553,8 @@ def load_bridge(manifest_path, device: str = "auto", dtype: str = "float32"):
     """Load a prepared model as a TransformerLens 4 ``TransformerBridge`` (eval mode): for
     users and tests that want TransformerLens's own hooks; the workflow runs the engine."""
     model = load_hf_model(manifest_path, device=device, dtype=dtype, attn_implementation="eager")
-    return bridge_from_hf_model(model, load_prepared_tokenizer(manifest_path), name=read_manifest(manifest_path)["name"])
+    return bridge_from_hf_model(model, load_prepared_tokenizer(manifest_path),
+                                name=read_manifest(manifest_path)["name"])
 
 
 def bridge_from_hf_model(hf_model, tokenizer, name: str = "local"):

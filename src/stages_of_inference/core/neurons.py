@@ -122,7 +122,7 @@ def layer_moments(w_out_layer: torch.Tensor, w_u_unit: torch.Tensor, chunk: int 
     return (third / var.pow(1.5)).cpu().numpy(), (fourth / var.pow(2)).cpu().numpy()
 
 
-def layer_frame(model: str, layer: int, n: int, **columns) -> "pd.DataFrame":
+def layer_frame(model: str, layer: int, n: int, **columns) -> "pd.DataFrame":  # noqa: F821
     """One layer's rows of a per-neuron table: model, layer, neuron, then ``columns``."""
     import pandas as pd
 

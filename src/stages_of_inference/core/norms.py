@@ -67,7 +67,8 @@ class NormReadout:
         centre = isinstance(norm, torch.nn.LayerNorm)
         tol = 1e-4 if probe.dtype == torch.float32 else 2e-2
         tried = []
-        candidates = [(weight + 1.0, "1+g"), (weight, "g")] if _is_offset(norm) else [(weight, "g"), (weight + 1.0, "1+g")]
+        offset, plain = (weight + 1.0, "1+g"), (weight, "g")
+        candidates = [offset, plain] if _is_offset(norm) else [plain, offset]
         for gain, label in candidates:
             readout = cls(centre=centre, gain=gain, bias=bias, eps=eps,
                           kind=("layernorm" if centre else "rmsnorm") + f"({label})")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 import matplotlib.pyplot as plt
-import seaborn as sns
+import seaborn as sns  # noqa: F401 - re-exported: the figure modules import sns from here
 
 from .io import atomic_path
 

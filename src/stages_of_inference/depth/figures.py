@@ -153,8 +153,8 @@ def plot_fig8(summary: pd.DataFrame, out_pdf, styles=None) -> None:
     layer's norm scale on every point; the embedding and every block at the authors'
     ``rel_depth_authors``). Each panel's title says in which models the entropy falls with
     depth (:func:`entropy_trend`: Spearman ρ of entropy with depth ≤ :data:`FALLS_RHO`, by
-    at least :data:`FALLS_BY` of its highest value) and gives every model's ρ; dotted lines mark the entropy of the uniform distribution over each model's
-    vocabulary."""
+    at least :data:`FALLS_BY` of its highest value) and gives every model's ρ; dotted lines
+    mark the entropy of the uniform distribution over each model's vocabulary."""
     from matplotlib.lines import Line2D
 
     sns.set_theme(style="whitegrid", context="paper")

@@ -19,8 +19,15 @@ import pandas as pd
 import torch
 
 from ..core.engine import Engine, batched, hook_name
-from ..core.metrics import BASE_COLUMNS, INTERVENTION_COLUMNS, METRIC_COLUMNS, metrics_kernel, \
-    metrics_kernel_blocked, rel_depth, summarise
+from ..core.metrics import (
+    BASE_COLUMNS,
+    INTERVENTION_COLUMNS,
+    METRIC_COLUMNS,
+    metrics_kernel,
+    metrics_kernel_blocked,
+    rel_depth,
+    summarise,
+)
 from ..robustness.compute import _columns, compiled_kernel, resolve_compile, sweep_batch_tensor
 from .cka import CKAAccumulator, cka_table
 from .plans import FAMILIES, KINDS, Plan, describe, edit_plans

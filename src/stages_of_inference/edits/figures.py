@@ -50,10 +50,10 @@ def _finish_metric_axis(ax, metric):
 def _legend(fig, axes, ncol=None):
     handles, labels = [], []
     for ax in np.ravel(axes):
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels and not l.startswith("_"):
-                handles.append(h)
-                labels.append(l)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels and not label.startswith("_"):
+                handles.append(handle)
+                labels.append(label)
     fig.legend(handles, labels, loc="upper center", ncol=ncol or min(len(labels), 4), frameon=False,
                bbox_to_anchor=(0.5, 1.0), fontsize=9)
 

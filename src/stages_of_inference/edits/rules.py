@@ -32,8 +32,8 @@ def layer_edits(model: str, manifest: str, corpus: str, record: str, robustness:
              engine.attn_implementation)
     drops = None
     if robustness:
-        drops = read_tables(robustness,
-                            filters=[("seq", "<", int(settings["n_sequences"])), ("pos", "<", int(settings["seq_len"]))])
+        drops = read_tables(robustness, filters=[("seq", "<", int(settings["n_sequences"])),
+                                                 ("pos", "<", int(settings["seq_len"]))])
     t1 = time.perf_counter()
     res = edits_study(engine, tokens, first, model, settings, robustness_tokens=drops,
                       batch_size=settings["batch_size"], compile=runtime.get("compile", "auto"))

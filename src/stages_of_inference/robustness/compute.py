@@ -8,7 +8,6 @@ device tensor, one host copy.
 """
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Iterable, Sequence
 
@@ -106,7 +105,7 @@ def compiled_kernel():
                 return compiled(*args)
             except torch.OutOfMemoryError:
                 raise
-            except Exception as exc:  # pragma: no cover - depends on the toolchain
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - torch.compile raises many kinds
                 log.warning("torch.compile of the metrics failed (%s); using the eager kernel", exc)
                 state["fn"] = metrics_kernel
         return state["fn"](*args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..core.plotting import line_with_band, plt, save, sns, style_of
 
-
 FIG3_PANELS = (
     ("kl", "KL(P_base ‖ P_intervened) [nats]"),
     ("top1_agree", "Top-1 agreement with baseline"),

@@ -617,7 +617,8 @@ def headline(heads: pd.DataFrame, neurons: pd.DataFrame) -> dict:
         top = neurons.groupby(["layer", "head"])["repair"].sum()
         mlp = heads.set_index(["layer", "head"])["sr_mlp"].reindex(top.index)
         ok = mlp > 0
-        out["median_top_neurons_share_of_mlp_repair"] = float((top[ok] / mlp[ok]).median()) if ok.any() else float("nan")
+        median_share = float((top[ok] / mlp[ok]).median()) if ok.any() else float("nan")
+        out["median_top_neurons_share_of_mlp_repair"] = median_share
     return out
 
 

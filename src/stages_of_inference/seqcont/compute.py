@@ -383,7 +383,8 @@ def find_circuits(engine, batches: list[TaskBatch], means: list[dict], threshold
     for t, b in enumerate(batches):
         records = [dict(task=b.task, order=order_seed, step=step, layer=layer, head=head,
                         component=component_name(layer, head), kind="mlp" if head == MLP else "head",
-                        trial_score_pct=100 * last_score[t][(layer, head)], removed_in_sweep=removed_in[t][(layer, head)],
+                        trial_score_pct=100 * last_score[t][(layer, head)],
+                        removed_in_sweep=removed_in[t][(layer, head)],
                         in_circuit=solved[t] and head not in removed[t].get(layer, set()))
                    for step, (layer, head) in enumerate(first)]
         df = pd.DataFrame(records)
@@ -583,7 +584,8 @@ def lan_torr_barez_scores(engine, tokenizer, families, top_k: int = 5) -> pd.Dat
             heads = head_outputs(engine, layer, _values(engine, layer, hidden))  # [H, n, d]
             for h in range(heads.shape[0]):
                 top = engine.unembed(heads[h]).float().topk(top_k, dim=-1).indices.cpu().tolist()  # [n, k]
-                nxt = np.array([any(_matches(tokenizer, cache, t, cases.successor[i]) for t in top[i]) for i in range(n)])
+                nxt = np.array([any(_matches(tokenizer, cache, t, cases.successor[i]) for t in top[i])
+                                for i in range(n)])
                 cpy = np.array([any(_matches(tokenizer, cache, t, cases.item[i]) for t in top[i]) for i in range(n)])
                 for family in dict.fromkeys(cases.family):
                     sel = fam == family

@@ -204,7 +204,8 @@ def plot_circuits(models, circuits: pd.DataFrame, summary: pd.DataFrame, overlap
             if len(inc):
                 ax.scatter(inc["head"], inc["layer"], s=14, facecolors="none", edgecolors="r", lw=0.6)
             top = best.sort_values("successor_score", ascending=False).iloc[0]
-            ax.set_xlabel(f"head\ntop: L{int(top['layer'])}H{int(top['head'])} = {top['successor_score']:.2f}", fontsize=6)
+            name = f"L{int(top['layer'])}H{int(top['head'])}"
+            ax.set_xlabel(f"head\ntop: {name} = {top['successor_score']:.2f}", fontsize=6)
             step = max(1, n_layers // 6)
             ax.set_yticks(range(0, n_layers, step), [str(k) for k in range(0, n_layers, step)], fontsize=6)
             ax.set_xticks(range(0, n_heads, max(1, n_heads // 4)))

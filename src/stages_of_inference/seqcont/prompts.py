@@ -40,10 +40,8 @@ candidates survive each step.
 """
 from __future__ import annotations
 
-
-from typing import ClassVar
-
 import logging
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
