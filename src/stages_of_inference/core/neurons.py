@@ -85,7 +85,7 @@ def classify(skew, kurtosis, threshold: float = KURTOSIS_THRESHOLD) -> np.ndarra
 
 @torch.no_grad()
 def layer_moments(w_out_layer: torch.Tensor, w_u_unit: torch.Tensor, chunk: int = 128, cols: int | None = None,
-                  rows: int = 16):
+                  rows: int | None = 16):
     """Skew and kurtosis over the vocabulary for every neuron of one layer.
 
     The cosines are never held whole (a Gemma 3 layer is 2048 x 262,144 floats, 2 GB): a
@@ -101,6 +101,8 @@ def layer_moments(w_out_layer: torch.Tensor, w_u_unit: torch.Tensor, chunk: int 
     n, vocab = w_out_layer.shape[0], w_u_unit.shape[1]
     if cols is None:
         cols = vocab if w_out_layer.device.type == "cuda" else 4096
+    if rows is None:  # the whole block at once
+        rows = chunk
     w = _unit(w_out_layer, 1)
     sums = torch.zeros(4, n, dtype=torch.float64, device=w.device)
     for start in range(0, n, chunk):
