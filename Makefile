@@ -36,7 +36,7 @@ test-fast: install
 
 # The linters tests/test_style.py runs, with their own output.
 lint: install
-	$(VENV)/bin/ruff check src workflow tests
+	$(VENV)/bin/ruff check src workflow tests benchmarks
 	$(VENV)/bin/snakefmt --check Snakefile workflow/
 	$(VENV)/bin/snakemake --lint
 

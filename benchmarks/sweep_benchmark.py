@@ -53,9 +53,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stages_of_inference.core.engine import Engine as Sweep, _decoder_layers, block_order, layers_for  # noqa: E402
+from stages_of_inference.core.engine import Engine as Sweep  # noqa: E402
+from stages_of_inference.core.engine import _decoder_layers, block_order, layers_for
+from stages_of_inference.core.metrics import Reference, compare, metrics_kernel  # noqa: E402
 from stages_of_inference.robustness.compute import _targets, run_sweep  # noqa: E402
-from stages_of_inference.core.metrics import METRIC_COLUMNS, Reference, compare, metrics_kernel  # noqa: E402
 
 SHAPES = {
     # name: (model_type, config overrides)
@@ -466,7 +467,7 @@ def main(argv=None):
             try:  # in float32, before the in-place cast
                 set_mode(model, "float32")
                 info["oom"] = oom_test(model, tokens, jobs, args.batch_size, first, device)
-            except Exception as exc:  # report, don't lose the rest of the run
+            except Exception as exc:  # noqa: BLE001 - report, don't lose the rest of the run
                 info["oom"] = {"error": repr(exc)[:300]}
             print(f"OOM fallback: {info['oom']}", flush=True)
         r, df = run_mode(mode, model, tokens, jobs, tokenizer, first, args, device,

@@ -25,7 +25,7 @@ def run(cmd):
 
 
 def test_ruff_check_is_clean():
-    proc = run([*tool("ruff"), "check", "--no-cache", "src", "workflow", "tests"])
+    proc = run([*tool("ruff"), "check", "--no-cache", "src", "workflow", "tests", "benchmarks"])
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
