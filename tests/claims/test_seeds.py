@@ -37,12 +37,12 @@ def test_registered_with_rules():
 
 
 def test_within():
-    assert seeds.within(0.1, 0.9, 0, 1) == HOLDS
-    assert seeds.within(-0.1, 0.9, 0, 1) == INCONCLUSIVE
-    assert seeds.within(1.0, 1.3, 0, 1) == FAILS
-    assert seeds.within(0.2, 0.5, 0.05, 0.5, closed_high=True) == HOLDS
-    assert seeds.within(0.2, 0.5, 0.05, 0.5) == INCONCLUSIVE
-    assert seeds.within(math.nan, math.nan, 0, 1) == INCONCLUSIVE
+    assert ledger.within(0.1, 0.9, 0, 1) == HOLDS
+    assert ledger.within(-0.1, 0.9, 0, 1) == INCONCLUSIVE
+    assert ledger.within(1.0, 1.3, 0, 1) == FAILS
+    assert ledger.within(0.2, 0.5, 0.05, 0.5, closed_high=True) == HOLDS
+    assert ledger.within(0.2, 0.5, 0.05, 0.5) == INCONCLUSIVE
+    assert ledger.within(math.nan, math.nan, 0, 1) == INCONCLUSIVE
 
 
 # -- self-repair tables ---------------------------------------------------------------------

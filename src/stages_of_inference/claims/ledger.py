@@ -119,6 +119,32 @@ def above(lo: float, hi: float, threshold: float) -> str:
     return INCONCLUSIVE
 
 
+def below(lo: float, hi: float, threshold: float) -> str:
+    """Verdict of "the statistic is below threshold" from its interval."""
+    return above(-hi, -lo, -threshold)
+
+
+def within(lo: float, hi: float, low: float, high: float, *, closed_low: bool = False,
+           closed_high: bool = False) -> str:
+    """Verdict of "the statistic lies in the band (low, high)" (``closed_*``: that end
+    included) from its interval: HOLDS when the whole interval is inside, FAILS when it is
+    wholly outside on one side, INCONCLUSIVE otherwise (also without an interval: NaN)."""
+    inside_low = lo >= low if closed_low else lo > low
+    inside_high = hi <= high if closed_high else hi < high
+    out_low = hi < low if closed_low else hi <= low
+    out_high = lo > high if closed_high else lo >= high
+    if inside_low and inside_high:
+        return HOLDS
+    if out_low or out_high:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def undecided(statistic: str, why: str) -> Finding:
+    """The tables cannot decide (an empty table, a column an older run lacks, too few layers)."""
+    return Finding(statistic=statistic, value=math.nan, verdict=INCONCLUSIVE, detail=why)
+
+
 COLUMNS = ["claim", "model", "source", "text", "statistic", "value", "lo", "hi", "se", "verdict", "rule",
            "detail"]
 

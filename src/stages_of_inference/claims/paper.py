@@ -18,7 +18,20 @@ import math
 import numpy as np
 import pandas as pd
 
-from .ledger import FAILS, HOLDS, INCONCLUSIVE, PAPER_2025, PAPER_V1, Finding, above, bootstrap_ci, claim
+from .ledger import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    PAPER_2025,
+    PAPER_V1,
+    Finding,
+    above,
+    below,
+    bootstrap_ci,
+    claim,
+    undecided,
+    within,
+)
 
 # Thresholds and depth bands (the rules below name them).
 BAND = (0.72, 0.95)  # retained top-1 accuracy (both versions of the paper)
@@ -32,26 +45,6 @@ Z95 = 1.959963984540054
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def missing(statistic: str, why: str) -> Finding:
-    """The tables cannot decide (an empty table, a column an older run lacks, too few layers)."""
-    return Finding(statistic=statistic, value=math.nan, verdict=INCONCLUSIVE, detail=why)
-
-
-def below(lo: float, hi: float, threshold: float) -> str:
-    """Verdict of "the statistic is below threshold" from its interval."""
-    return above(-hi, -lo, -threshold)
-
-
-def within(lo: float, hi: float, band: tuple[float, float]) -> str:
-    """Verdict of "the statistic lies in band" from its interval."""
-    a, b = band
-    if a <= lo and hi <= b:
-        return HOLDS
-    if hi < a or lo > b:
-        return FAILS
-    return INCONCLUSIVE
 
 
 def interval(value: float, lo: float, hi: float) -> tuple[float, float]:
@@ -138,13 +131,13 @@ def _retained(tables, kind: str) -> Finding:
     summary = tables["interventions.parquet"]
     summary = summary[summary["kind"].astype(str) == kind]
     if summary.empty:
-        return missing(statistic, f"no {kind} in interventions.parquet")
+        return undecided(statistic, f"no {kind} in interventions.parquet")
     table = robustness(summary)
     if table.empty:
-        return missing(statistic, "no interior layer (a model of fewer than 3-4 blocks)")
+        return undecided(statistic, "no interior layer (a model of fewer than 3-4 blocks)")
     value = float(table["retained_mean"].iloc[0])
     if not np.isfinite(value):
-        return missing(statistic, f"baseline accuracy {fmt(table['accuracy_base'].iloc[0])}: nothing to retain")
+        return undecided(statistic, f"baseline accuracy {fmt(table['accuracy_base'].iloc[0])}: nothing to retain")
     keep = set(summary.loc[interior(summary), "layer"])
     tokens = tables["interventions_tokens.parquet"]
     tokens = tokens[(tokens["kind"].astype(str) == kind) & tokens["layer"].isin(keep)]
@@ -155,7 +148,7 @@ def _retained(tables, kind: str) -> Finding:
     span = f"{fmt(table['retained_min'].iloc[0])}-{fmt(table['retained_max'].iloc[0])}"
     detail = (f"{len(keep)} layers; per layer {span}; "
               f"base accuracy {fmt(table['accuracy_base'].iloc[0])}")
-    return Finding(statistic, value, within(lo, hi, BAND), lo, hi, se, detail)
+    return Finding(statistic, value, within(lo, hi, *BAND, closed_low=True, closed_high=True), lo, hi, se, detail)
 
 
 @claim(id="retained_accuracy_drop",
@@ -195,13 +188,13 @@ def edges_degrade_most(tables):
     statistic = "min(mean KL first tenth, mean KL last tenth) - mean KL middle, drops (nats)"
     layers, s, n = _drop_kl(tables)
     if len(layers) == 0:
-        return missing(statistic, "no drop in interventions_tokens.parquet")
+        return undecided(statistic, "no drop in interventions_tokens.parquet")
     total = int(layers.max()) + 1
     k = edge_layers(total)
     first, last = layers < k, layers >= total - k
     middle = ~(first | last)
     if not middle.any():
-        return missing(statistic, f"{total} layers: no middle layer beside {k} edge layer(s) each side")
+        return undecided(statistic, f"{total} layers: no middle layer beside {k} edge layer(s) each side")
 
     def stat(x):
         kl = ratio(x["s"], x["n"])
@@ -226,7 +219,7 @@ def swaps_gentler_than_drops(tables):
     tokens = tables["interventions_tokens.parquet"]
     kinds = tokens["kind"].astype(str)
     if not {"drop", "swap"} <= set(kinds.unique()):
-        return missing(statistic, "the table lacks drops or swaps")
+        return undecided(statistic, "the table lacks drops or swaps")
     ls, ss, ns = per_document(tokens[kinds == "swap"], "kl")
     ld, sd, nd = per_document(tokens[kinds == "drop"], "kl")
     common = np.intersect1d(ls, ld)
@@ -272,7 +265,7 @@ def more_layers_more_robust(tables_by_model):
             points.append((model, n_layers_of(summary), float(table["retained_mean"].iloc[0])))
     detail = "; ".join(f"{m}: {n} layers, {fmt(r)}" for m, n, r in points) or "no trained model"
     if len(points) < 2:
-        return missing(statistic, detail)
+        return undecided(statistic, detail)
     depths = [p[1] for p in points]
     rho = spearman(depths, [p[2] for p in points]) if len(points) >= 3 else \
         float(np.sign((points[1][1] - points[0][1]) * (points[1][2] - points[0][2])))
@@ -307,11 +300,11 @@ def prev5_attention_early(tables):
     statistic = f"mean {column} early (rel. depth < 1/3) - later"
     tokens = tokens[tokens["layer"] >= 0]
     if tokens.empty:
-        return missing(statistic, "no layer in layer_stats_tokens.parquet")
+        return undecided(statistic, "no layer in layer_stats_tokens.parquet")
     layers, s, n = per_document(tokens, column, weight, by_doc)
     early = _rel(layers, n_layers_of(tables["layer_stats.parquet"])) < EARLY
     if early.all() or not early.any():
-        return missing(statistic, "no early or no later layer")
+        return undecided(statistic, "no early or no later layer")
 
     def stat(x):
         v = ratio(x["s"], x["n"])
@@ -332,15 +325,15 @@ def _trend(tables, column: str, statistic: str, by_doc: bool = False, points=Non
     HOLDS when it falls (interval below 0). ``points(layers, n_layers)``: the layers to use."""
     tokens = tables["layer_stats_tokens.parquet"]
     if column not in tokens:
-        return missing(statistic, f"layer_stats_tokens.parquet has no column {column} (an older run)")
+        return undecided(statistic, f"layer_stats_tokens.parquet has no column {column} (an older run)")
     layers, s, n = per_document(tokens, column, by_document=by_doc)
     keep = points(layers, n_layers_of(tables["layer_stats.parquet"])) if points else np.ones(len(layers), bool)
     if keep.sum() < 3:
-        return missing(statistic, f"{int(keep.sum())} layers to correlate (3 needed)")
+        return undecided(statistic, f"{int(keep.sum())} layers to correlate (3 needed)")
     x = layers[keep]
     value, lo, hi, se = doc_bootstrap({"s": s[:, keep], "n": n[:, keep]}, lambda d: spearman(x, ratio(d["s"], d["n"])))
     if not np.isfinite(value):
-        return missing(statistic, "constant over layers")
+        return undecided(statistic, "constant over layers")
     lo, hi = interval(value, lo, hi)
     v = ratio(s[:, keep].sum(0), n[:, keep].sum(0))
     detail = f"layers {int(x[0])}..{int(x[-1])}: {fmt(v[0])} -> {fmt(v[len(v) // 2])} -> {fmt(v[-1])}"
@@ -360,11 +353,11 @@ def attn_mlp_ratio_falls(tables):
     tokens = tables["layer_stats_tokens.parquet"]
     tokens = tokens[tokens["layer"] >= 0]
     if tokens.empty:
-        return missing(statistic, "no layer in layer_stats_tokens.parquet")
+        return undecided(statistic, "no layer in layer_stats_tokens.parquet")
     layers, sa, na = per_document(tokens, "attn_norm")
     _, sm, nm = per_document(tokens, "mlp_norm")
     if len(layers) < 3:
-        return missing(statistic, f"{len(layers)} layers to correlate (3 needed)")
+        return undecided(statistic, f"{len(layers)} layers to correlate (3 needed)")
 
     def stat(x):
         return spearman(layers, ratio(x["sa"], x["na"]) / ratio(x["sm"], x["nm"]))
@@ -431,7 +424,7 @@ def suppression_outnumber_prediction(tables):
     statistic = "suppression / (prediction + suppression) neurons, last tenth of the layers"
     neurons = tables["neurons.parquet"]
     if neurons.empty:
-        return missing(statistic, "no neuron in neurons.parquet")
+        return undecided(statistic, "no neuron in neurons.parquet")
     total = int(neurons["layer"].max()) + 1
     k = edge_layers(total)
     last = neurons[neurons["layer"] >= total - k]
@@ -439,7 +432,7 @@ def suppression_outnumber_prediction(tables):
     n_pred = int((last["type"] == "prediction").sum())
     detail = f"layers {total - k}..{total - 1}: {n_supp} suppression, {n_pred} prediction"
     if n_supp + n_pred == 0:
-        return missing(statistic, detail)
+        return undecided(statistic, detail)
     ci = binomtest(n_supp, n_supp + n_pred).proportion_ci(0.95, method="exact")
     value = n_supp / (n_supp + n_pred)
     return Finding(statistic, value, above(ci.low, ci.high, 0.5), float(ci.low), float(ci.high), detail=detail)
@@ -460,7 +453,7 @@ def subjoiner_head_early(tables):
     scores = tables["subjoiner_scores.parquet"]
     early = scores[scores["rel_depth"] < EARLY].dropna(subset=["score"])
     if early.empty:
-        return missing(statistic, "no early head scored")
+        return undecided(statistic, "no early head scored")
     best = early.sort_values("score", ascending=False).iloc[0]
     value, se = float(best["score"]), float(best["score_se"])
     lo, hi = value - Z95 * se, value + Z95 * se
@@ -484,7 +477,7 @@ def ing_ensembles_beat_single_neurons(tables):
     single = probes[probes["probe"] == "single"]
     ensemble = probes[probes["probe"] == "ensemble"]
     if single.empty or ensemble.empty:
-        return missing(statistic, "no probes (too few -ing prompts)")
+        return undecided(statistic, "no probes (too few -ing prompts)")
     best = single.sort_values("test_accuracy", ascending=False).iloc[0]
     full = ensemble.sort_values("n_neurons").iloc[-1]
     a, b = float(full["test_accuracy"]), float(best["test_accuracy"])
@@ -512,13 +505,13 @@ def cka_middle_block(tables):
     cka = tables["cka.parquet"]
     adjacent = cka[cka["layer_b"] == cka["layer_a"] + 1].sort_values("layer_a")
     if adjacent.empty:
-        return missing(statistic, "no adjacent pair in cka.parquet")
+        return undecided(statistic, "no adjacent pair in cka.parquet")
     total = n_layers_of(cka.rename(columns={"layer_a": "layer"}))
     k = edge_layers(total)
     a = adjacent["layer_a"].to_numpy()
     edge = (a < k) | (a + 1 >= total - k)
     if edge.all():
-        return missing(statistic, f"{total} layers: every adjacent pair touches an edge tenth")
+        return undecided(statistic, f"{total} layers: every adjacent pair touches an edge tenth")
     mid_mean, edge_mean = adjacent["cka"][~edge].mean(), adjacent["cka"][edge].mean()
     value = float(mid_mean - edge_mean)
     detail = f"middle {int((~edge).sum())} pairs: {fmt(mid_mean)}, edge {int(edge.sum())} pairs: {fmt(edge_mean)}"
@@ -537,7 +530,7 @@ def predictors_pick_harmless_drops(tables):
     table = tables["drop_predictors_spearman.parquet"]
     table = table[(table["measure"] == "kl") & table["rho"].notna()]
     if table.empty:
-        return missing(statistic, "no Spearman rho (too few windows)")
+        return undecided(statistic, "no Spearman rho (too few windows)")
     value = float(table["rho"].median())
     p = float(table["p_value"].median())
     ranks = table.groupby("width")["picked_rank"].median()

@@ -30,7 +30,19 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .ledger import CONCEPTS, FAILS, HOLDS, INCONCLUSIVE, SELF_REPAIR, SEQCONT, Finding, above, bootstrap_ci, claim
+from .ledger import (
+    CONCEPTS,
+    FAILS,
+    HOLDS,
+    SELF_REPAIR,
+    SEQCONT,
+    Finding,
+    above,
+    bootstrap_ci,
+    claim,
+    undecided,
+    within,
+)
 
 # -- self-repair ---------------------------------------------------------------------------
 TOP_HEAD_FRACTION = 0.1   # the top heads: this share of all heads, by mean direct effect ...
@@ -49,23 +61,6 @@ N_PERMUTATIONS = 2000
 
 # -- concept features ----------------------------------------------------------------------
 NONINFERIORITY_MARGIN = 0.02  # "discriminative >= categorical": held-out accuracy may fall short by at most this
-
-
-def within(lo: float, hi: float, low: float, high: float, *, closed_high: bool = False) -> str:
-    """Verdict of "the statistic lies in (low, high)" (``(low, high]`` with ``closed_high``)
-    from its interval: HOLDS when the whole interval is inside, FAILS when it is wholly
-    outside on one side, INCONCLUSIVE otherwise (also without an interval)."""
-    inside_high = hi <= high if closed_high else hi < high
-    outside_high = lo > high if closed_high else lo >= high
-    if lo > low and inside_high:
-        return HOLDS
-    if hi <= low or outside_high:
-        return FAILS
-    return INCONCLUSIVE
-
-
-def _undecided(statistic: str, why: str) -> Finding:
-    return Finding(statistic=statistic, value=math.nan, verdict=INCONCLUSIVE, detail=why)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -106,7 +101,7 @@ def self_repair_imperfect(tables) -> Finding:
     top = top_heads(tables["self_repair.parquet"])
     frac = top["self_repair"] / top["de"]
     if len(top) == 0:
-        return _undecided(stat, "no head with a positive direct effect")
+        return undecided(stat, "no head with a positive direct effect")
     value, lo, hi, se = _median_ci(frac.to_numpy())
     te_de = 1 - value
     detail = (f"{len(top)} heads; median SR/DE {value:.2f} (TE/DE {te_de:.2f}); "
@@ -125,11 +120,11 @@ def self_repair_noisy(tables) -> Finding:
     stat = "median over the top heads of the per-token SR/DE's interdecile range (q90 - q10)"
     top = top_heads(tables["self_repair.parquet"])
     if len(top) == 0:
-        return _undecided(stat, "no head with a positive direct effect")
+        return undecided(stat, "no head with a positive direct effect")
     spread = (top["ratio_q90"] - top["ratio_q10"]).to_numpy(dtype=float)
     spread = spread[np.isfinite(spread)]
     if len(spread) == 0:
-        return _undecided(stat, "no finite per-token ratio")
+        return undecided(stat, "no finite per-token ratio")
     value, lo, hi, se = _median_ci(spread)
     weights = top["n_top"].to_numpy(dtype=float)
     over = float(np.average(top["frac_overcorrect"], weights=weights))
@@ -151,7 +146,7 @@ def self_repair_final_norm_share(tables) -> Finding:
     share = top["norm_pct_de"].to_numpy(dtype=float)
     ok = np.isfinite(share)
     if not ok.any():
-        return _undecided(stat, "no top head with a finite final-norm share")
+        return undecided(stat, "no top head with a finite final-norm share")
     value, lo, hi, se = _median_ci(share[ok])
     best = top[ok].iloc[int(np.argmax(share[ok]))]
     summed = top[["sr_norm", "self_repair", "de"]].sum()
@@ -176,14 +171,14 @@ def self_repair_sparse_anti_erasure(tables) -> Finding:
     top = top_heads(heads)
     top = top[top["sr_mlp"] > 0]
     if len(top) == 0 or len(neurons) == 0:
-        return _undecided(stat, "no top head with MLP repair, or no neuron table")
+        return undecided(stat, "no top head with MLP repair, or no neuron table")
     carried = neurons.groupby(["layer", "head"])["repair"].sum()
     k = int(neurons.groupby(["layer", "head"]).size().max())
     idx = pd.MultiIndex.from_frame(top[["layer", "head"]].astype(int))
     share = (carried.reindex(idx).to_numpy(dtype=float) / top["sr_mlp"].to_numpy(dtype=float))
     ok = np.isfinite(share)
     if not ok.any():
-        return _undecided(stat, "the top heads have no anti-erasure neurons in the table")
+        return undecided(stat, "the top heads have no anti-erasure neurons in the table")
     value, lo, hi, se = _median_ci(share[ok])
     # the neurons' share of the later layers' neurons; d_mlp is at least the largest index + 1
     d_mlp = int(neurons["neuron"].max()) + 1
@@ -214,7 +209,7 @@ def seqcont_task_circuits(tables) -> Finding:
     stat = "fraction of circuit tasks with a circuit at the threshold"
     summary = first_order(tables["seqcont_circuit_summary.parquet"])
     if len(summary) == 0:
-        return _undecided(stat, "no circuit task")
+        return undecided(stat, "no circuit task")
     rows = summary.drop_duplicates("task")
     score = rows["recheck_score_pct"].astype(float)
     has = (rows["solved"].astype(bool) & (score > 100 * SEQCONT_THRESHOLD)
@@ -266,12 +261,12 @@ def seqcont_shared_components(tables) -> Finding:
     stat = "mean pairwise Jaccard of the task circuits minus that of random circuits of the same sizes"
     circuits = first_order(tables["seqcont_circuits.parquet"])
     if len(circuits) == 0:
-        return _undecided(stat, "no circuit")
+        return undecided(stat, "no circuit")
     member = (circuits.pivot_table(index="task", columns=["layer", "head"], values="in_circuit", aggfunc="any")
               .fillna(False).astype(bool))
     member = member[member.any(axis=1)]  # tasks with a circuit (solved)
     if len(member) < 2:
-        return _undecided(stat, f"{len(member)} task(s) with a circuit: nothing to share")
+        return undecided(stat, f"{len(member)} task(s) with a circuit: nothing to share")
     kind_of = circuits.drop_duplicates(["layer", "head"]).set_index(["layer", "head"])["kind"]
     kinds = kind_of.reindex(member.columns).to_numpy().astype(str)
     sets = member.to_numpy()
@@ -304,7 +299,7 @@ def pooled_finding(findings: pd.DataFrame, key: str) -> pd.Series | None:
 def _concept_finding(findings: pd.DataFrame, key: str, threshold: float, stat: str) -> Finding:
     row = pooled_finding(findings, key)
     if row is None:
-        return _undecided(stat, f"no pooled row for {key}")
+        return undecided(stat, f"no pooled row for {key}")
     lo, hi = float(row["ci_low"]), float(row["ci_high"])
     per = findings[(findings["finding"] == key) & (findings["scope"] != "all") & (findings["concept"] == "pooled")]
     per_concept = findings[(findings["finding"] == key) & (findings["scope"] == "all")
