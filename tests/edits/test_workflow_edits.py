@@ -95,7 +95,9 @@ def test_settings_and_code_rerun_only_the_edits_jobs(moved):
     overlay.write_text("edits: {window_max: 2}\n")
     rules = planned(moved, "overlay.yaml")
     assert rules.get("layer_edits") == 3
-    assert set(rules) - {"all"} == {"layer_edits", "plot_cka", "plot_layer_edits", "plot_drop_predictors"}, rules
+    # and the claims ledger, which reads the study's tables
+    assert set(rules) - {"all"} == {"layer_edits", "plot_cka", "plot_layer_edits", "plot_drop_predictors",
+                                    "claims"}, rules
     (moved / "src/stages_of_inference/edits/figures.py").open("a").write("\n# a style change\n")
     rules = planned(moved)
     assert set(rules) - {"all"} == {"plot_cka", "plot_layer_edits", "plot_drop_predictors"}, rules
