@@ -55,9 +55,16 @@ KINDS = config["interventions"]["kinds"]
 RUNTIME = config["runtime"]
 # Settings that change a model's numbers beyond rounding: a param of every model rule.
 NUMERICS = {key: RUNTIME[key] for key in ("dtype", "matmul_precision")}
+
+
 # GPUs per model-running job, from runtime.device (auto: on a cluster, or where this machine
-# has an NVIDIA driver; cpu: none, and no profile asks for one on its own)
-GPU = job_gpus(RUNTIME["device"], cluster=not workflow.local_exec)
+# has an NVIDIA driver; cpu: none, and no profile asks for one on its own). A function: the
+# executor (local or a cluster's) is known only when the jobs are made, not when this file
+# is read (Snakemake sets workflow.executor_plugin after parsing).
+def GPU(wildcards):
+    return job_gpus(RUNTIME["device"], cluster=not workflow.local_exec)
+
+
 # Scheduling: jobs that unblock others or run longest start first (`priority:`), so that
 # on a few cores the last minutes are not one long job running alone.
 PRIORITY = {
